@@ -1,0 +1,44 @@
+"""The exception family and the exit codes: one place that says how samocode ends."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Every way the worker and its commands end. The parent skill branches on these."""
+
+    DONE = 0  # session reached phase done (or a command succeeded)
+    USAGE = 2  # bad command line, `.samocode`, `.env` or settings
+    WAITING = 3  # session waits for a human (Q&A answers, plan approval, human action, usage reset)
+    BLOCKED = 4  # session is blocked and needs a human decision
+    PROVIDER_FAILED = 5  # the AI CLI kept failing after every retry
+    LOCKED = 6  # another worker holds the session
+    REFUSED = 7  # a parent command does not apply to the session's state; nothing changed
+    LIMIT = 8  # --max-iterations reached; the session can simply be started again
+    INTERRUPTED = 130  # Ctrl-C
+    TERMINATED = 143  # SIGTERM
+
+
+class SamocodeError(Exception):
+    """A failure a user can read and act on. Caught once, in the CLI."""
+
+    exit_code: ExitCode = ExitCode.USAGE
+
+
+class ConfigError(SamocodeError):
+    """Bad `.samocode`, `.env`, environment or command line. May carry several problems."""
+
+    def __init__(self, problems: list[str] | str) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class SessionLocked(SamocodeError):
+    exit_code = ExitCode.LOCKED
+
+
+class Refused(SamocodeError):
+    """A parent command that does not fit the session's state."""
+
+    exit_code = ExitCode.REFUSED

@@ -1,0 +1,114 @@
+"""The git facts samocode needs: worktrees for new sessions, recent commits, change fingerprints."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker.errors import SamocodeError
+
+_ENV = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+
+
+class GitError(SamocodeError):
+    pass
+
+
+def _git(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["git", "-C", str(cwd), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_ENV,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def is_repo(path: Path) -> bool:
+    try:
+        result = _git(path, "rev-parse", "--is-inside-work-tree", timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0 and result.stdout.strip() == "true"
+
+
+@dataclass(frozen=True)
+class Worktree:
+    path: Path
+    branch: str
+    base: str
+    created: bool
+
+
+def _base_ref(repo: Path) -> str:
+    """The remote's default branch when there is a remote, else the repository's current branch."""
+    remotes = _git(repo, "remote").stdout.split()
+    if remotes:
+        remote = "origin" if "origin" in remotes else remotes[0]
+        with contextlib.suppress(subprocess.TimeoutExpired):  # best effort: offline is fine
+            _git(repo, "fetch", "--quiet", remote, timeout=30)
+        head = _git(repo, "symbolic-ref", "--short", f"refs/remotes/{remote}/HEAD")
+        if head.returncode == 0 and head.stdout.strip():
+            return head.stdout.strip()
+        for name in ("main", "master"):
+            if (
+                _git(repo, "rev-parse", "--verify", "--quiet", f"refs/remotes/{remote}/{name}").returncode
+                == 0
+            ):
+                return f"{remote}/{name}"
+    current = _git(repo, "symbolic-ref", "--short", "HEAD")
+    if current.returncode == 0 and current.stdout.strip():
+        return current.stdout.strip()
+    return "HEAD"
+
+
+def ensure_worktree(repo: Path, path: Path, branch: str) -> Worktree:
+    """Create `path` as a worktree on `branch` (new, from the default base), or reuse it."""
+    if path.exists():
+        if is_repo(path):
+            current = _git(path, "symbolic-ref", "--short", "HEAD").stdout.strip()
+            return Worktree(path, current or branch, "", created=False)
+        raise GitError(f"{path} exists but is not a git worktree; move it away or pick another session name")
+    if _git(repo, "check-ref-format", "--branch", branch).returncode != 0:
+        raise GitError(f"'{branch}' is not a valid git branch name (check GIT_BRANCH_PREFIX)")
+    exists = _git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}").returncode == 0
+    base = "" if exists else _base_ref(repo)
+    args = (
+        ["worktree", "add", str(path), branch]
+        if exists
+        else ["worktree", "add", "-b", branch, str(path), base]
+    )
+    result = _git(repo, *args, timeout=120)
+    if result.returncode != 0:
+        raise GitError(f"git worktree add failed: {result.stderr.strip().splitlines()[-1:]}")
+    return Worktree(path, branch, base, created=True)
+
+
+def recent_commits(path: Path, count: int = 3) -> list[str]:
+    try:
+        result = _git(path, "log", "--oneline", "--no-decorate", f"-{count}", timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return result.stdout.splitlines() if result.returncode == 0 else []
+
+
+def fingerprint(path: Path) -> str:
+    """Changes when HEAD moves or the working tree changes; '' outside git."""
+    try:
+        head = _git(path, "rev-parse", "HEAD", timeout=20)
+        status = _git(path, "status", "--porcelain=v1", "-uall", timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    if status.returncode != 0:
+        return ""
+    diff = _git(path, "diff", "HEAD", timeout=60).stdout if status.stdout else ""
+    digest = hashlib.sha256()
+    for part in (head.stdout, status.stdout, diff):
+        digest.update(part.encode("utf-8", "replace"))
+    return digest.hexdigest()

@@ -1,0 +1,98 @@
+"""Session names, folders and file paths: `SESSIONS/YY-MM-DD-name/` and what lives in it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker.errors import ConfigError
+
+_DATED = re.compile(r"^\d{2}-\d{2}-\d{2}-(?P<name>.+)$")
+_BAD_NAME = re.compile(r"[/\\*?\[\]{}\s]|\.\.|^\.|^-")
+
+
+@dataclass(frozen=True)
+class SessionPaths:
+    dir: Path
+
+    @property
+    def name(self) -> str:
+        """The session's name without its date prefix."""
+        match = _DATED.match(self.dir.name)
+        return match.group("name") if match else self.dir.name
+
+    @property
+    def overview(self) -> Path:
+        return self.dir / "_overview.md"
+
+    @property
+    def signal(self) -> Path:
+        return self.dir / "_signal.json"
+
+    @property
+    def history(self) -> Path:
+        return self.dir / "_signal_history.jsonl"
+
+    @property
+    def qa(self) -> Path:
+        return self.dir / "_qa.md"
+
+    @property
+    def logs(self) -> Path:
+        return self.dir / "_logs"
+
+    @property
+    def session_log(self) -> Path:
+        return self.dir / "session.log"
+
+    @property
+    def lease(self) -> Path:
+        return self.dir / ".samocode.lease"
+
+    @property
+    def in_flight(self) -> Path:
+        """Marker of an iteration under way; found at start-up, it means the last worker died."""
+        return self.dir / ".samocode.iteration.json"
+
+
+def check_name(name: str) -> str:
+    """The name, or ConfigError when it could escape SESSIONS or is not a plain folder name."""
+    if not name or not name.strip():
+        raise ConfigError("session name is empty")
+    if _BAD_NAME.search(name) or len(name) > 120:
+        raise ConfigError(
+            f"session name '{name}' is not allowed: use letters, digits, '-', '_' or '.', "
+            "with no '/', '..', spaces or glob characters"
+        )
+    return name
+
+
+def resolve(sessions: Path, name: str, today: dt.date) -> tuple[SessionPaths, bool]:
+    """exact folder -> newest dated folder with exactly this name -> new dated folder.
+
+    Returns the paths and whether the session already exists.
+    """
+    check_name(name)
+    exact = sessions / name
+    if exact.exists() or exact.is_symlink():
+        if not exact.is_dir():
+            raise ConfigError(f"session folder {exact} exists but is not a directory")
+        return SessionPaths(exact), True
+    dated = sorted(
+        child
+        for child in sessions.iterdir()
+        if (m := _DATED.match(child.name)) and m.group("name") == name and child.is_dir()
+    )
+    if dated:
+        return SessionPaths(dated[-1]), True
+    return SessionPaths(sessions / f"{today:%y-%m-%d}-{name}"), False
+
+
+def find_existing(sessions: Path, name: str) -> SessionPaths:
+    """For commands that only make sense on an existing session."""
+    paths, exists = resolve(sessions, name, dt.date.today())
+    if not exists:
+        raise ConfigError(f"no session named '{name}' in {sessions}")
+    return paths

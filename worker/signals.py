@@ -1,0 +1,188 @@
+"""The `_signal.json` protocol: the child's verdict, read strictly, and the signal history.
+
+The child writes `_signal.json` as its very last act. The worker clears it before each attempt,
+reads it once after the child exits, and never trusts anything it cannot parse: a missing,
+oversized, symlinked or malformed signal is an `InvalidSignal`, never progress.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+MAX_SIGNAL_BYTES = 64 * 1024
+
+
+class Status(str, enum.Enum):
+    CONTINUE = "continue"
+    DONE = "done"
+    BLOCKED = "blocked"
+    WAITING = "waiting"
+
+
+class WaitFor(str, enum.Enum):
+    """What a `waiting` signal waits for (the `for` field)."""
+
+    QA_ANSWERS = "qa_answers"
+    PLAN_APPROVAL = "plan_approval"
+    HUMAN_ACTION = "human_action"
+    USAGE_LIMIT = "usage_limit"  # set by the worker itself, never by a child
+
+
+class Need(str, enum.Enum):
+    """What a `blocked` signal needs from the human (the `needs` field)."""
+
+    ERROR_RESOLUTION = "error_resolution"
+    HUMAN_DECISION = "human_decision"
+    ACCESS = "access"
+    BUDGET = "budget"  # set by the worker itself when a spend cap is reached
+
+
+# Values a child may send; the worker reserves the others for its own decisions.
+CHILD_WAIT_FOR = frozenset({WaitFor.QA_ANSWERS, WaitFor.PLAN_APPROVAL, WaitFor.HUMAN_ACTION})
+CHILD_NEEDS = frozenset({Need.ERROR_RESOLUTION, Need.HUMAN_DECISION, Need.ACCESS})
+
+
+class InvalidSignal(Exception):
+    """The signal file is missing or unusable; `reason` says why in one line."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+@dataclass(frozen=True)
+class Signal:
+    status: Status
+    phase: str | None = None
+    summary: str = ""
+    reason: str = ""
+    needs: Need | None = None
+    waiting_for: WaitFor | None = None
+
+
+def _text(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidSignal(f"field '{key}' must be a string, got {type(value).__name__}")
+    return value.strip()
+
+
+def parse_signal(data: object) -> Signal:
+    """Turn decoded JSON into a Signal, or raise InvalidSignal naming the first problem."""
+    if not isinstance(data, dict):
+        raise InvalidSignal(f"signal must be a JSON object, got {type(data).__name__}")
+    status_text = _text(data, "status").lower()
+    if not status_text:
+        raise InvalidSignal("signal has no 'status'")
+    try:
+        status = Status(status_text)
+    except ValueError:
+        allowed = ", ".join(s.value for s in Status)
+        raise InvalidSignal(f"unknown status '{status_text}' (allowed: {allowed})") from None
+
+    wait_text = _text(data, "for").lower()
+    alias = _text(data, "waiting_for").lower()
+    if wait_text and alias and wait_text != alias:
+        raise InvalidSignal(f"'for' ({wait_text}) and 'waiting_for' ({alias}) disagree")
+    wait_text = wait_text or alias
+    waiting_for = None
+    if wait_text:
+        try:
+            waiting_for = WaitFor(wait_text)
+        except ValueError:
+            allowed = ", ".join(sorted(w.value for w in CHILD_WAIT_FOR))
+            raise InvalidSignal(f"unknown 'for' value '{wait_text}' (allowed: {allowed})") from None
+
+    needs_text = _text(data, "needs").lower()
+    needs = None
+    if needs_text:
+        try:
+            needs = Need(needs_text)
+        except ValueError:
+            allowed = ", ".join(sorted(n.value for n in CHILD_NEEDS))
+            raise InvalidSignal(f"unknown 'needs' value '{needs_text}' (allowed: {allowed})") from None
+
+    phase = _text(data, "phase").lower() or None
+    return Signal(
+        status=status,
+        phase=phase,
+        summary=_text(data, "summary"),
+        reason=_text(data, "reason"),
+        needs=needs,
+        waiting_for=waiting_for,
+    )
+
+
+def read_signal(path: Path) -> tuple[Signal, dict[str, Any]]:
+    """Read and parse the signal file. Returns the signal and the raw object for the history."""
+    try:
+        # O_NONBLOCK: a FIFO planted as the signal must not hang the worker.
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise InvalidSignal("no _signal.json was written") from None
+    except OSError as exc:
+        if path.is_symlink():
+            raise InvalidSignal("_signal.json is a symlink; refusing to follow it") from None
+        raise InvalidSignal(f"cannot open _signal.json: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise InvalidSignal("_signal.json is not a regular file")
+        raw = handle.read(MAX_SIGNAL_BYTES + 1)
+    if len(raw) > MAX_SIGNAL_BYTES:
+        raise InvalidSignal(f"_signal.json is larger than {MAX_SIGNAL_BYTES // 1024} KiB")
+    if not raw.strip():
+        raise InvalidSignal("_signal.json is empty")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise InvalidSignal("_signal.json is not valid UTF-8") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidSignal(f"_signal.json is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    signal = parse_signal(data)
+    return signal, data
+
+
+def clear_signal(path: Path) -> None:
+    """Remove any signal (or a symlink named like one) so only this attempt's verdict counts."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+    except IsADirectoryError:
+        raise InvalidSignal("_signal.json is a directory; remove it by hand") from None
+
+
+def append_history(path: Path, record: dict[str, Any]) -> None:
+    """Append one JSON line and make it durable before the worker acts on it."""
+    line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        os.write(fd, line.encode("utf-8"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_history(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
+    """History records, oldest first; a torn last line (crash mid-write) is skipped."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in text.splitlines()[-limit:] if limit else text.splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
