@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.errors import ConfigError
+from worker.errors import ConfigError, SessionLocked
 
 _DATED = re.compile(r"^\d{2}-\d{2}-\d{2}-(?P<name>.+)$")
 _BAD_NAME = re.compile(r"[/\\*?\[\]{}\s]|\.\.|^\.|^-")
@@ -96,3 +99,63 @@ def find_existing(sessions: Path, name: str) -> SessionPaths:
     if not exists:
         raise ConfigError(f"no session named '{name}' in {sessions}")
     return paths
+
+
+class Lease:
+    """One worker per session: an exclusive flock held for the whole run.
+
+    The kernel drops the lock when its holder dies, so a lease left by a killed worker is simply
+    taken over. The file says who holds it, for the refusal message.
+    """
+
+    def __init__(self, paths: SessionPaths) -> None:
+        self.path = paths.lease
+        self.fd: int | None = None
+
+    def acquire(self, what: str = "worker") -> None:
+
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+            os.close(fd)
+            pid, since = [*holder, "?", "?"][:2]
+            raise SessionLocked(f"session locked by pid {pid} since {since.replace('T', ' ')}") from None
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()} {stamp} {what}\n".encode(), 0)
+        self.fd = fd
+
+    def release(self) -> None:
+
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> Lease:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def holder(paths: SessionPaths) -> int | None:
+    """The pid of the worker running on the session, or None."""
+
+    try:
+        fd = os.open(paths.lease, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+            return int(text[0]) if text and text[0].isdigit() else -1
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)

@@ -1,0 +1,203 @@
+"""Command line: parse arguments, call the core, print, and map outcomes to exit codes.
+
+`python main.py --config C --session S` runs the worker (the `run` subcommand is implied).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from worker.errors import ConfigError, ExitCode, SamocodeError
+
+SUBCOMMANDS = ("run", "status", "watch", "approve", "resume", "answer", "unblock", "config")
+log = logging.getLogger("samocode")
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got '{text}'")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got '{text}'")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error as one line and exit code 2, no usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def _session_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="path to the project's .samocode file")
+    parser.add_argument("--session", required=True, help="session name (exact folder, dated folder, or new)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="samocode", description="Autonomous session orchestrator for AI coding CLIs.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run the worker loop on a session (the default)")
+    _session_args(run)
+    run.add_argument("--task", default="", help="the initial task (written to a new session's overview)")
+    run.add_argument("--dive", default="", help="what to investigate first")
+    run.add_argument("--timeout", type=_positive_float, help="per-iteration time limit in seconds")
+    run.add_argument(
+        "--provider", choices=("claude", "codex"), help="AI CLI to run (default: SAMOCODE_PROVIDER or claude)"
+    )
+    run.add_argument(
+        "--max-iterations", type=_positive_int, default=0, help="stop after N iterations in this run"
+    )
+
+    config = sub.add_parser("config", help="print the resolved settings (secrets masked)")
+    config.add_argument("--config", type=Path, help="also check this .samocode file")
+    return parser
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    argv = list(argv)
+    if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help"):
+        argv.insert(0, "run")
+    return build_parser().parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = parse_args(args_list)
+        if args.command == "config":
+            return _config(args)
+        if args.command == "run":
+            return _run(args)
+        from worker import commands  # the parent-facing commands
+
+        return commands.dispatch(args)
+    except SamocodeError as exc:
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"samocode: {line}", file=sys.stderr)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        print("samocode: interrupted", file=sys.stderr)
+        return int(ExitCode.INTERRUPTED)
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+def _config(args: argparse.Namespace) -> int:
+    from worker.config import env_file_path, load_project, load_settings
+
+    settings = load_settings(os.environ)
+    print(f"env file: {env_file_path(os.environ)}")
+    for key, value in settings.masked().items():
+        print(f"{key}={value}")
+    if args.config:
+        project = load_project(args.config)
+        print(f"MAIN_REPO={project.main_repo}\nWORKTREES={project.worktrees}\nSESSIONS={project.sessions}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from worker import session
+    from worker.config import load_project, load_settings
+
+    overrides = {"provider": args.provider, "timeout_override": args.timeout}
+    problems: list[str] = []
+    settings = project = None
+    try:
+        settings = load_settings(os.environ, overrides)
+    except ConfigError as exc:
+        problems += exc.problems
+    try:
+        project = load_project(args.config)
+    except ConfigError as exc:
+        problems += exc.problems
+    try:
+        session.check_name(args.session)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems or settings is None or project is None:
+        raise ConfigError(problems)
+
+    from worker.loop import IterationReport, RunOptions, Runtime, run_session
+    from worker.notify import make_notifier
+    from worker.process import become_subreaper
+    from worker.providers import get_provider
+
+    provider = get_provider(settings.provider, settings)
+    paths, exists = session.resolve(project.sessions, args.session, dt.date.today())
+    if paths.dir.exists() and not paths.dir.is_dir():
+        raise ConfigError(f"session path {paths.dir} is not a directory")
+
+    stop = threading.Event()
+    stop_code = [ExitCode.INTERRUPTED]
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop_code[0] = ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    become_subreaper()
+
+    paths.dir.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(paths.session_log, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("samocode")
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    start = "new" if not exists else "existing"
+    log.info("run on %s session %s with %s (pid %d)", start, paths.dir, provider.name, os.getpid())
+    print(f"samocode: {start} session {paths.dir} · provider {provider.name}", flush=True)
+
+    def report(r: IterationReport) -> None:
+        cost = f"${r.cost_usd:.4f}" if r.cost_usd is not None else "$-"
+        line = f"[{r.total:03d}] {r.phase.value:<14} {r.verdict:<24} {r.duration:6.1f}s {cost}"
+        if r.detail:
+            line += f"  {r.detail[:160]}"
+        print(line, flush=True)
+        log.info("iteration %s", line)
+
+    runtime = Runtime(
+        settings=settings,
+        provider=provider,
+        notifier=make_notifier(
+            settings.telegram_token, settings.telegram_chat_id, settings.telegram_api_base
+        ),
+        stop=stop,
+        report=report,
+        log=log.info,
+        stop_code=stop_code,
+    )
+    try:
+        outcome = run_session(
+            paths, exists, project, RunOptions(args.task, args.dive, args.max_iterations), runtime
+        )
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+    stream = sys.stdout if outcome.code in (ExitCode.DONE, ExitCode.WAITING, ExitCode.LIMIT) else sys.stderr
+    print(f"samocode: {outcome.code.name.lower()}: {outcome.message}", file=stream, flush=True)
+    return int(outcome.code)

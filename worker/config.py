@@ -1,0 +1,197 @@
+"""Settings: the project's `.samocode` file and the runtime settings, validated once.
+
+Precedence: command line > environment > `.env` beside main.py > defaults. Every problem is
+collected and reported at once, as plain lines.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+from worker.errors import ConfigError
+
+INSTALL_ROOT = Path(__file__).resolve().parent.parent
+REQUIRED_KEYS = ("MAIN_REPO", "WORKTREES", "SESSIONS")
+
+
+@dataclass(frozen=True)
+class Project:
+    """What `.samocode` says: where the code, the worktrees and the sessions live."""
+
+    config_file: Path
+    main_repo: Path
+    worktrees: Path
+    sessions: Path
+
+
+def _read_env_file(path: Path, problems: list[str]) -> dict[str, str]:
+    from dotenv import dotenv_values  # imported here: start-up time matters
+
+    try:
+        raw = path.read_bytes()
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        problems.append(f"{path}: not a UTF-8 text file")
+        return {}
+    except OSError as exc:
+        problems.append(f"{path}: cannot read ({exc.strerror})")
+        return {}
+    values = dotenv_values(path, interpolate=False)
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def load_project(path: Path) -> Project:
+    """Read and check `.samocode`; create WORKTREES and SESSIONS when all is well."""
+    path = path.expanduser()
+    if path.is_dir() and (path / ".samocode").is_file():
+        path = path / ".samocode"
+    if not path.exists():
+        raise ConfigError(f"{path}: .samocode file not found (create it with MAIN_REPO, WORKTREES, SESSIONS)")
+    if not path.is_file():
+        raise ConfigError(f"{path}: not a file")
+    problems: list[str] = []
+    values = _read_env_file(path, problems)
+    resolved: dict[str, Path] = {}
+    for key in REQUIRED_KEYS:
+        value = (values.get(key) or "").strip()
+        if not value:
+            problems.append(f"{path}: {key} is missing")
+            continue
+        where = Path(os.path.expandvars(value)).expanduser()
+        resolved[key] = (where if where.is_absolute() else path.parent / where).resolve()
+    if "MAIN_REPO" in resolved and not resolved["MAIN_REPO"].is_dir():
+        state = "is not a directory" if resolved["MAIN_REPO"].exists() else "does not exist"
+        problems.append(f"{path}: MAIN_REPO {resolved['MAIN_REPO']} {state}")
+    for key in ("WORKTREES", "SESSIONS"):
+        where = resolved.get(key)
+        if where is not None and where.exists() and not where.is_dir():
+            problems.append(f"{path}: {key} {where} exists but is not a directory")
+    if problems:
+        raise ConfigError(problems)
+    for key in ("WORKTREES", "SESSIONS"):
+        try:
+            resolved[key].mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problems.append(f"{path}: cannot create {key} {resolved[key]} ({exc.strerror})")
+    if problems:
+        raise ConfigError(problems)
+    return Project(path, resolved["MAIN_REPO"], resolved["WORKTREES"], resolved["SESSIONS"])
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Runtime settings. Field metadata: the variable that sets it."""
+
+    provider: str = "claude"
+    claude_path: str = "claude"
+    claude_model: str = "opus"
+    claude_max_turns: int = 300
+    claude_timeout: float = 1800.0
+    codex_path: str = "codex"
+    codex_model: str = ""
+    codex_timeout: float = 1800.0
+    max_retries: int = 3
+    retry_delay: float = 5.0
+    branch_prefix: str = ""
+    telegram_token: str = ""
+    telegram_chat_id: str = ""
+    telegram_api_base: str = "https://api.telegram.org"
+    idle_timeout: float = 600.0
+    kill_grace: float = 5.0
+    max_wait: float = 6 * 3600.0
+    usage_wait: float = 1800.0  # when a usage limit names no reset time
+    max_cost_usd: float = 0.0  # 0 = no cap
+    max_phase_cost_usd: float = 0.0
+    stall_iterations: int = 3  # 0 = off
+    price_input_per_mtok: float = 0.0
+    price_output_per_mtok: float = 0.0
+    price_cached_per_mtok: float = 0.0
+    timeout_override: float = 0.0  # --timeout
+
+    def masked(self) -> dict[str, object]:
+        """For display: every value, the token hidden."""
+        shown: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "telegram_token" and value:
+                value = f"*** ({len(value)} chars)"
+            shown[ENV_NAMES.get(f.name, f.name)] = value
+        return shown
+
+
+ENV_NAMES = {
+    "provider": "SAMOCODE_PROVIDER",
+    "claude_path": "CLAUDE_PATH",
+    "claude_model": "CLAUDE_MODEL",
+    "claude_max_turns": "CLAUDE_MAX_TURNS",
+    "claude_timeout": "CLAUDE_TIMEOUT",
+    "codex_path": "CODEX_PATH",
+    "codex_model": "CODEX_MODEL",
+    "codex_timeout": "CODEX_TIMEOUT",
+    "max_retries": "SAMOCODE_MAX_RETRIES",
+    "retry_delay": "SAMOCODE_RETRY_DELAY",
+    "branch_prefix": "GIT_BRANCH_PREFIX",
+    "telegram_token": "TELEGRAM_BOT_TOKEN",
+    "telegram_chat_id": "TELEGRAM_CHAT_ID",
+    "telegram_api_base": "TELEGRAM_API_BASE",
+    "idle_timeout": "SAMOCODE_IDLE_TIMEOUT",
+    "kill_grace": "SAMOCODE_KILL_GRACE",
+    "max_wait": "SAMOCODE_MAX_WAIT",
+    "usage_wait": "SAMOCODE_USAGE_WAIT",
+    "max_cost_usd": "SAMOCODE_MAX_COST_USD",
+    "max_phase_cost_usd": "SAMOCODE_MAX_PHASE_COST_USD",
+    "stall_iterations": "SAMOCODE_STALL_ITERATIONS",
+    "price_input_per_mtok": "SAMOCODE_PRICE_INPUT_PER_MTOK",
+    "price_output_per_mtok": "SAMOCODE_PRICE_OUTPUT_PER_MTOK",
+    "price_cached_per_mtok": "SAMOCODE_PRICE_CACHED_PER_MTOK",
+}
+# Settings that must be above zero (the others may be zero, which means "off" where it applies).
+_POSITIVE = {"claude_max_turns", "claude_timeout", "codex_timeout", "idle_timeout", "timeout_override"}
+
+
+def env_file_path(environ: Mapping[str, str]) -> Path:
+    return Path(environ.get("SAMOCODE_ENV_FILE") or INSTALL_ROOT / ".env")
+
+
+def load_settings(environ: Mapping[str, str], overrides: Mapping[str, object] | None = None) -> Settings:
+    """Settings from defaults < `.env` < environment < command line; ConfigError lists all problems."""
+    problems: list[str] = []
+    env_file = env_file_path(environ)
+    file_values = _read_env_file(env_file, problems) if env_file.is_file() else {}
+    merged = {**file_values, **{k: v for k, v in environ.items() if v != ""}}
+    values: dict[str, object] = {}
+    defaults = Settings()
+    for f in fields(Settings):
+        name = ENV_NAMES.get(f.name)
+        raw = merged.get(name) if name else None
+        if raw is None:
+            continue
+        default = getattr(defaults, f.name)
+        origin = f"{name} (from {env_file})" if name in file_values and name not in environ else name
+        if isinstance(default, str):
+            values[f.name] = raw.strip()
+            continue
+        try:
+            number: float = int(raw) if isinstance(default, int) else float(raw)
+        except ValueError:
+            kind = "a whole number" if isinstance(default, int) else "a number"
+            problems.append(f"{origin} must be {kind}, got '{raw}'")
+            continue
+        if number < 0 or (number == 0 and f.name in _POSITIVE) or number != number:
+            problems.append(
+                f"{origin} must be {'above' if f.name in _POSITIVE else 'at least'} 0, got '{raw}'"
+            )
+            continue
+        values[f.name] = number
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            values[key] = value
+    provider = str(values.get("provider", defaults.provider))
+    if provider not in ("claude", "codex"):
+        problems.append(f"SAMOCODE_PROVIDER must be claude or codex, got '{provider}'")
+    if problems:
+        raise ConfigError(problems)
+    return Settings(**values)  # type: ignore[arg-type]

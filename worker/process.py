@@ -1,0 +1,296 @@
+"""Runs one child CLI: its own session, stdout streamed to a log, deadlines, and no survivors.
+
+The only place samocode spawns an AI CLI. The child gets stdin from a file (the prompt) or
+/dev/null, stdout through a pipe we drain continuously (Claude Code drops what a slow reader
+leaves behind and still exits 0), stderr straight into a file. Its descendants are tagged through
+the environment and the worker is their subreaper, so a timeout, an idle kill or Ctrl-C leaves no
+process behind, even ones that started a session of their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import enum
+import os
+import secrets
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+TAG_VAR = "SAMOCODE_RUN_TAG"
+MAX_LINE = 8 * 1024 * 1024  # longer stream lines are logged but not parsed
+TAIL_BYTES = 64 * 1024
+CHUNK = 256 * 1024
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+class Ending(str, enum.Enum):
+    EXITED = "exited"
+    TIMEOUT = "timeout"
+    IDLE = "idle"
+    INTERRUPTED = "interrupted"
+
+
+@dataclass(frozen=True)
+class Invocation:
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: Path
+    stdin: Path | None = None  # a file fed as stdin (the prompt); /dev/null when None
+
+
+@dataclass(frozen=True)
+class Limits:
+    timeout: float
+    idle_timeout: float
+    kill_grace: float = 5.0
+    pipe_grace: float = 2.0  # how long a grandchild may hold stdout after the child exits
+
+
+@dataclass(frozen=True)
+class RunResult:
+    ending: Ending
+    exit_code: int | None
+    duration: float
+    stdout_bytes: int
+    tail: bytes
+    leftovers: int  # descendants still alive when the child ended (all killed)
+
+
+def become_subreaper() -> bool:
+    """Orphaned descendants reparent to the worker, so it can find and reap them (Linux only)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def tagged_pids(tag: str) -> list[int]:
+    """Processes whose environment carries this run's tag (they may have left our group)."""
+    needle = f"{TAG_VAR}={tag}".encode()
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/environ", "rb") as handle:
+                if needle in handle.read().split(b"\0"):
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _own_children() -> set[int]:
+    children: set[int] = set()
+    try:
+        for task in os.scandir("/proc/self/task"):
+            with open(f"{task.path}/children") as handle:
+                children.update(int(pid) for pid in handle.read().split())
+    except OSError:
+        pass
+    return children
+
+
+def _orphans(before: set[int], child: int) -> frozenset[int]:
+    return frozenset(_own_children() - before - {child})
+
+
+def _signal_all(pgid: int | None, pids: list[int], sig: int) -> None:
+    if pgid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, sig)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _reap(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def terminate_tree(
+    proc: subprocess.Popen[bytes] | None, tag: str, grace: float, orphans: frozenset[int] = frozenset()
+) -> int:
+    """TERM the child's group, every tagged descendant and the orphans that reparented to us,
+    then KILL what survives the grace. Returns how many other processes there were."""
+    pgid = proc.pid if proc is not None else None
+    victims = sorted(set(tagged_pids(tag)) | orphans)
+    _signal_all(pgid, victims, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        alive = (proc is not None and proc.poll() is None) or any(_alive(p) for p in victims)
+        if not alive:
+            break
+        _reap(victims)
+        time.sleep(0.05)
+    stragglers = tagged_pids(tag)
+    _signal_all(pgid, [*victims, *stragglers], signal.SIGKILL)
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+    _reap([*victims, *stragglers])
+    return len(set(victims) | set(stragglers))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+class _Lines:
+    """Splits a byte stream into lines for the parser, never holding more than MAX_LINE."""
+
+    def __init__(self, on_line: Callable[[bytes], None]) -> None:
+        self.on_line = on_line
+        self.partial = bytearray()
+        self.skipping = False
+
+    def feed(self, chunk: bytes) -> None:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            if self.skipping:
+                self.skipping = False
+            elif self.partial:
+                self.partial += chunk[start:end]
+                self.on_line(bytes(self.partial))
+                self.partial.clear()
+            else:
+                self.on_line(chunk[start:end])
+            start = end + 1
+        rest = chunk[start:]
+        if not self.skipping and rest:
+            if len(self.partial) + len(rest) > MAX_LINE:
+                self.partial.clear()
+                self.skipping = True
+            else:
+                self.partial += rest
+
+    def close(self) -> None:
+        if self.partial and not self.skipping:
+            self.on_line(bytes(self.partial))
+        self.partial.clear()
+
+
+def open_exclusive(path: Path) -> tuple[Path, int]:
+    """Open a new log file, never overwriting an earlier one (a suffix is added instead)."""
+    for n in range(1, 1000):
+        candidate = path if n == 1 else path.with_name(f"{path.stem}-{n}{path.suffix}")
+        try:
+            return candidate, os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"too many logs named like {path}")
+
+
+def run(
+    inv: Invocation,
+    log_fd: int,
+    stderr_fd: int,
+    limits: Limits,
+    on_line: Callable[[bytes], None],
+    stop: threading.Event,
+    on_spawn: Callable[[int, str], None] | None = None,
+) -> RunResult:
+    """Run the child to its end. Never raises for anything the child does."""
+    tag = secrets.token_hex(8)
+    env = {**inv.env, TAG_VAR: tag}
+    stdin = open(inv.stdin, "rb") if inv.stdin else subprocess.DEVNULL  # noqa: SIM115
+    started = time.monotonic()
+    before = _own_children()
+    try:
+        proc = subprocess.Popen(
+            list(inv.argv),
+            cwd=inv.cwd,
+            env=env,
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=stderr_fd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    finally:
+        if inv.stdin:
+            stdin.close()  # type: ignore[union-attr]
+    if on_spawn:
+        on_spawn(proc.pid, tag)
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    os.set_blocking(fd, False)
+    lines = _Lines(on_line)
+    tail = bytearray()
+    total = 0
+    last_output = started
+    ending = Ending.EXITED
+    exited_at: float | None = None
+    eof = False
+    with selectors.DefaultSelector() as sel:
+        sel.register(fd, selectors.EVENT_READ)
+        while not eof:
+            now = time.monotonic()
+            if stop.is_set():
+                ending = Ending.INTERRUPTED
+                break
+            if now - started >= limits.timeout:
+                ending = Ending.TIMEOUT
+                break
+            if now - last_output >= limits.idle_timeout and exited_at is None:
+                ending = Ending.IDLE
+                break
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at >= limits.pipe_grace:
+                break  # a descendant holds the pipe open; it is swept below
+            wait = min(
+                0.1, limits.timeout - (now - started), max(0.0, limits.idle_timeout - (now - last_output))
+            )
+            if not sel.select(max(wait, 0.01)):
+                continue
+            while True:
+                try:
+                    chunk = os.read(fd, CHUNK)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    eof = True
+                    break
+                os.write(log_fd, chunk)
+                total += len(chunk)
+                last_output = time.monotonic()
+                tail += chunk
+                if len(tail) > 2 * TAIL_BYTES:
+                    del tail[:-TAIL_BYTES]
+                lines.feed(chunk)
+    lines.close()
+    leftovers = 0
+    if ending is not Ending.EXITED:
+        leftovers = terminate_tree(proc, tag, limits.kill_grace, _orphans(before, proc.pid))
+    else:
+        try:
+            proc.wait(timeout=limits.pipe_grace)
+        except subprocess.TimeoutExpired:
+            leftovers = terminate_tree(proc, tag, limits.kill_grace, _orphans(before, proc.pid))
+        # Anything orphaned onto us outlived the child: sweep it with everything tagged.
+        if leftovers == 0 and (orphans := _orphans(before, proc.pid)):
+            leftovers = terminate_tree(None, tag, limits.kill_grace, orphans)
+    proc.stdout.close()
+    return RunResult(
+        ending=ending,
+        exit_code=proc.returncode,
+        duration=time.monotonic() - started,
+        stdout_bytes=total,
+        tail=bytes(tail[-TAIL_BYTES:]),
+        leftovers=leftovers,
+    )

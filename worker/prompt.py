@@ -1,0 +1,108 @@
+"""What the child reads each iteration: workflow.md, the phase agent and the session context."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker.config import INSTALL_ROOT
+from worker.errors import SamocodeError
+from worker.phases import PHASES, Phase
+from worker.providers import AgentSpec
+
+
+class InstallError(SamocodeError):
+    """samocode's own files (workflow.md, agents/) are missing or broken."""
+
+
+def agent_path(phase: Phase, root: Path = INSTALL_ROOT) -> Path:
+    return root / "agents" / f"{phase.value}-agent.md"
+
+
+def load_agent(phase: Phase, root: Path = INSTALL_ROOT) -> AgentSpec:
+    import frontmatter  # imported here: yaml is slow to import and start-up time matters
+    import yaml
+
+    path = agent_path(phase, root)
+    try:
+        post = frontmatter.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InstallError(f"agent file {path} cannot be read ({exc.strerror}); reinstall samocode") from None
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
+        raise InstallError(f"agent file {path} has broken frontmatter: {exc}") from None
+    meta = post.metadata
+    tools = meta.get("tools") or ()
+    if isinstance(tools, str):
+        tools = tuple(t.strip() for t in tools.split(",") if t.strip())
+    return AgentSpec(
+        name=str(meta.get("name") or f"samocode-{phase.value}"),
+        description=str(meta.get("description") or f"samocode {phase.value} phase"),
+        body=post.content.strip() + "\n",
+        tools=tuple(str(t) for t in tools),
+        model=str(meta.get("model") or ""),
+    )
+
+
+def load_workflow(root: Path = INSTALL_ROOT) -> str:
+    path = root / "workflow.md"
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InstallError(f"{path} cannot be read ({exc.strerror}); reinstall samocode") from None
+
+
+@dataclass(frozen=True)
+class Context:
+    session_dir: Path
+    working_dir: Path
+    main_repo: Path
+    branch: str  # '' when MAIN_REPO is not a git repository
+    phase: Phase
+    iteration: int
+    total: int
+    now: str  # 'YYYY-MM-DD HH:MM'
+    time_limit: float
+    provider: str
+    task: str = ""
+    dive: str = ""
+    previous_attempt: str = ""  # why the last attempt of this iteration was not accepted
+
+
+def session_context(ctx: Context) -> str:
+    month_day, clock = ctx.now[5:10], ctx.now[11:16]
+    worktree = (
+        f"git worktree on branch `{ctx.branch}`: commit code there, never in Main Repo"
+        if ctx.branch and ctx.working_dir != ctx.main_repo
+        else ("the main repository itself" if ctx.branch else "not a git repository: work in place")
+    )
+    lines = [
+        "## Session context",
+        f"- Session Dir: {ctx.session_dir}",
+        f"- Working Dir: {ctx.working_dir}",
+        f"- Main Repo: {ctx.main_repo}",
+        f"- Working Dir is: {worktree}",
+        f"- Phase: {ctx.phase.value}",
+        f"- Iteration: {ctx.iteration} (cap {PHASES[ctx.phase].cap})",
+        f"- Total Iterations: {ctx.total}",
+        f"- Flow Log prefix: [{ctx.total + 1:03d} @ {month_day} {clock}]",
+        f"- Artifact prefix: {month_day}-{clock}",
+        f"- Now: {ctx.now}",
+        f"- Time limit: {int(ctx.time_limit)} s (the worker stops this iteration after that)",
+        f"- Provider: {ctx.provider}",
+    ]
+    if ctx.previous_attempt:
+        lines.append(f"- Previous attempt of this iteration failed: {ctx.previous_attempt}")
+    if ctx.task:
+        lines += ["", "### Task (from the command line)", ctx.task.strip()]
+    if ctx.dive:
+        lines += ["", "### Dive (from the command line)", ctx.dive.strip()]
+    return "\n".join(lines) + "\n"
+
+
+def compose(workflow: str, context: str, agent: AgentSpec | None = None) -> str:
+    """The prompt text. `agent` is inlined for CLIs without a subagent mechanism."""
+    parts = [workflow.rstrip() + "\n"]
+    if agent is not None:
+        parts.append(f"# Phase agent: {agent.name}\n\n{agent.body.rstrip()}\n")
+    parts.append(context)
+    return "\n".join(parts)

@@ -1,0 +1,139 @@
+"""The provider contract: how an AI CLI is invoked and how its output becomes an IterationRecord.
+
+The loop knows nothing provider-specific. A provider builds the child's argv, environment and
+prompt, and turns the child's stdout stream into the same record for every CLI.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from worker.errors import ConfigError
+
+if TYPE_CHECKING:
+    from worker.config import Settings
+    from worker.process import RunResult
+
+# Variables a child must never inherit: Claude Code refuses (or used to refuse) to start nested.
+SCRUBBED_ENV = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "CLAUDE_CODE_CHILD_SESSION")
+
+
+class Failure(str, enum.Enum):
+    """Why an attempt failed; the loop has one policy per class."""
+
+    USAGE_LIMIT = "usage_limit"  # wait for the reset, then resume
+    OVERLOADED = "overloaded"  # 429 without a reset, 5xx, 529: back off and retry
+    AUTH = "auth"  # bad credentials: stop, no retry
+    REFUSED = "refused"  # the CLI refused to start (nested session, root without sandbox): stop
+    API_ERROR = "api_error"  # other API failure (timeouts, connection): retry
+    MAX_TURNS = "max_turns"
+    EXIT = "exit"  # non-zero exit without a recognisable cause: retry
+    NO_RESULT = "no_result"  # the stream ended without its final event: retry
+    TIMEOUT = "timeout"
+    IDLE = "idle"
+    INTERRUPTED = "interrupted"
+
+
+# Failures that retrying cannot fix.
+FATAL = frozenset({Failure.AUTH, Failure.REFUSED})
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """A phase agent file: frontmatter fields plus the body."""
+
+    name: str
+    description: str
+    body: str
+    tools: tuple[str, ...] = ()
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class IterationRequest:
+    workflow: str  # workflow.md
+    context: str  # the session context section
+    agent: AgentSpec
+    cwd: Path
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    """What one attempt cost and how it ended, the same for every provider."""
+
+    failure: Failure | None = None
+    message: str = ""  # the final message, or the error
+    turns: int | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    tokens_cached: int | None = None
+    cost_usd: float | None = None
+    cost_estimated: bool = False
+    resets_at: float | None = None  # epoch seconds, for usage limits
+    api_status: int | None = None
+
+
+class StreamParser(Protocol):
+    def feed(self, line: bytes) -> None: ...
+
+    def finish(self, result: RunResult, stderr_tail: str) -> IterationRecord: ...
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything the process runner needs, from one provider."""
+
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    prompt: str  # written to a file that becomes the child's stdin
+
+
+class Provider(Protocol):
+    name: str
+    timeout: float
+
+    def prepare(self, request: IterationRequest) -> Prepared: ...
+
+    def parser(self) -> StreamParser: ...
+
+
+def child_env(base: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in base.items() if k not in SCRUBBED_ENV}
+
+
+def find_executable(setting: str, value: str) -> str:
+    """An absolute path to the CLI, or ConfigError saying how to fix it."""
+    found = shutil.which(value)
+    if found:
+        return found
+    if os.sep in value:
+        raise ConfigError(f"{setting}={value}: no executable file there")
+    raise ConfigError(f"'{value}' is not on PATH: install the CLI or set {setting} to its path")
+
+
+def truncate(text: str, limit: int = 2000) -> str:
+    text = text.strip()
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def names() -> tuple[str, ...]:
+    return ("claude", "codex")
+
+
+def get_provider(name: str, settings: Settings) -> Provider:
+    """The provider named `name`, its executable already found."""
+    if name == "claude":
+        from worker.providers.claude import ClaudeProvider
+
+        return ClaudeProvider.from_settings(settings)
+    if name == "codex":
+        from worker.providers.codex import CodexProvider
+
+        return CodexProvider.from_settings(settings)
+    raise ConfigError(f"unknown provider '{name}' (choose from: {', '.join(names())})")
