@@ -1,0 +1,115 @@
+"""Shared fixtures: a scratch project (real git), an isolated environment, the worker as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FAKES = REPO / "tests" / "fakes"
+MAIN = REPO / "main.py"
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True).stdout
+
+
+@dataclass
+class Project:
+    root: Path
+    main_repo: Path
+    worktrees: Path
+    sessions: Path
+    config: Path
+    env: dict[str, str]
+    scenario_file: Path
+    record_file: Path
+
+    def scenario(self, sequence: list | None = None, by_phase: dict | None = None) -> None:
+        self.scenario_file.write_text(json.dumps({"sequence": sequence or [], "by_phase": by_phase or {}}))
+        Path(str(self.scenario_file) + ".count").unlink(missing_ok=True)
+
+    def records(self) -> list[dict]:
+        if not self.record_file.exists():
+            return []
+        return [json.loads(line) for line in self.record_file.read_text().splitlines()]
+
+    def session_dir(self, name: str) -> Path:
+        matches = sorted(p for p in self.sessions.iterdir() if p.name == name or p.name.endswith(f"-{name}"))
+        assert matches, f"no session folder for {name} in {list(self.sessions.iterdir())}"
+        return matches[-1]
+
+    def run(self, *args: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(MAIN), *args],
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            cwd=self.root,
+        )
+
+    def start(self, *args: str, env: dict | None = None) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, str(MAIN), *args],
+            env={**self.env, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            cwd=self.root,
+        )
+
+    def worker(self, session: str, *extra: str, timeout: float = 60, env: dict | None = None):
+        return self.run("--config", str(self.config), "--session", session, *extra, timeout=timeout, env=env)
+
+
+def base_env(home: Path) -> dict[str, str]:
+    """The real environment minus anything that could reach a real account or config."""
+    keep = ("PATH", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env.update(
+        HOME=str(home),
+        SAMOCODE_ENV_FILE=str(home / "no-such.env"),
+        GIT_AUTHOR_NAME="samocode-test",
+        GIT_AUTHOR_EMAIL="test@example.invalid",
+        GIT_COMMITTER_NAME="samocode-test",
+        GIT_COMMITTER_EMAIL="test@example.invalid",
+        GIT_CONFIG_NOSYSTEM="1",
+    )
+    return env
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    home = tmp_path / "home"
+    home.mkdir()
+    main_repo = tmp_path / "repo"
+    main_repo.mkdir()
+    env = base_env(home)
+    git(main_repo, "init", "-q", "-b", "main")
+    (main_repo / "README.md").write_text("demo\n")
+    subprocess.run(["git", "-C", str(main_repo), "add", "-A"], check=True, env=env)
+    subprocess.run(["git", "-C", str(main_repo), "commit", "-qm", "init"], check=True, env=env)
+    config = tmp_path / "repo" / ".samocode"
+    config.write_text(f"MAIN_REPO={main_repo}\nWORKTREES={tmp_path / 'wt'}\nSESSIONS={tmp_path / 'sessions'}\n")
+    scenario = tmp_path / "scenario.json"
+    record = tmp_path / "record.jsonl"
+    env.update(
+        CLAUDE_PATH=str(FAKES / "fake_claude.py"),
+        FAKE_SCENARIO=str(scenario),
+        FAKE_RECORD=str(record),
+        SAMOCODE_RETRY_DELAY="0.05",
+        SAMOCODE_KILL_GRACE="1",
+        SAMOCODE_STALL_ITERATIONS="0",
+    )
+    p = Project(tmp_path, main_repo, tmp_path / "wt", tmp_path / "sessions", config, env, scenario, record)
+    p.scenario()
+    return p

@@ -1,0 +1,68 @@
+"""A whole session through every phase and both human gates, the worker run as a subprocess."""
+
+from __future__ import annotations
+
+import json
+
+from worker.overview import parse
+
+
+def sig(status: str, phase: str | None = None, **extra: str) -> dict:
+    data = {"status": status, **extra}
+    if phase:
+        data["phase"] = phase
+    return data
+
+
+FULL = {
+    "investigation": {"signal": sig("continue", "requirements", summary="dived"), "flow": "Investigated",
+                      "files": {"{prefix}-dive-x.md": "# dive\n"}, "overview": {"Last Action": "Dive written"}},
+    "requirements": {"signal": sig("waiting", **{"for": "qa_answers"}, reason="questions"),
+                     "files": {"_qa.md": "## Q1\n**Answer:** _waiting_\n"}},
+    "planning": {"signal": sig("waiting", **{"for": "plan_approval"}), "files": {"{prefix}-plan-x.md": "- [ ] a\n"}},
+    "implementation": {"signal": sig("continue", "testing"), "code": {"feature.txt": "hello\n"}},
+    "testing": {"signal": sig("continue", "quality")},
+    "quality": {"signal": sig("continue", "done")},
+    "done": {"signal": sig("done", summary="all good")},
+}
+
+
+def test_new_session_stops_at_qa_gate_then_plan_gate_then_runs_to_done(project):
+    project.scenario(by_phase=FULL)
+    first = project.worker("feat", "--task", "Build the feature")
+    assert first.returncode == 3, first.stderr
+    session = project.session_dir("feat")
+    ov = parse((session / "_overview.md").read_text())
+    assert ov.get("phase") == "requirements"
+    assert ov.get("blocked") == "waiting_human"
+    assert ov.get("waiting for") == "qa_answers"
+    assert "Build the feature" in ov.text
+    # Still unanswered: the worker stops at once without calling the provider.
+    calls = len(project.records())
+    again = project.worker("feat")
+    assert again.returncode == 3 and len(project.records()) == calls
+    # The human answers; requirements runs again and moves on to planning, which waits for approval.
+    qa = session / "_qa.md"
+    qa.write_text(qa.read_text().replace("_waiting_", "B"))
+    FULL_AFTER_QA = {**FULL, "requirements": {"signal": sig("continue", "planning")}}
+    project.scenario(by_phase=FULL_AFTER_QA)
+    second = project.worker("feat")
+    assert second.returncode == 3, second.stderr
+    ov = parse((session / "_overview.md").read_text())
+    assert (ov.get("phase"), ov.get("waiting for")) == ("planning", "plan_approval")
+    # Approval by hand-editing the overview, as the parent skill may do.
+    text = (session / "_overview.md").read_text()
+    text = text.replace("Phase: planning", "Phase: implementation").replace("Blocked: waiting_human", "Blocked: no")
+    (session / "_overview.md").write_text(text)
+    third = project.worker("feat")
+    assert third.returncode == 0, third.stderr
+    ov = parse((session / "_overview.md").read_text())
+    assert ov.get("phase") == "done"
+    history = [json.loads(line) for line in (session / "_signal_history.jsonl").read_text().splitlines()]
+    phases = [h["phase"] for h in history if h.get("decision")]
+    assert phases == ["investigation", "requirements", "requirements", "planning", "implementation", "testing",
+                      "quality", "done"]
+    assert all(h["accepted"] for h in history if h.get("decision"))
+    worktree = project.worktrees / session.name
+    assert (worktree / "feature.txt").read_text() == "hello\n"
+    assert not (project.main_repo / "feature.txt").exists()
