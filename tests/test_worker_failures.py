@@ -1,0 +1,217 @@
+"""The worker against a misbehaving child: bad signals, failures, timeouts, Ctrl-C.
+
+Every test runs the real worker as a subprocess with the fake Claude CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from worker.overview import parse
+
+STAY = {"signal": {"status": "continue", "phase": "investigation"}, "flow": "looked around"}
+
+
+def history(session: Path) -> list[dict]:
+    path = session / "_signal_history.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def overview(session: Path):
+    return parse((session / "_overview.md").read_text())
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (None, "no _signal.json was written"),
+        ("", "_signal.json is empty"),
+        ("[1, 2]", "must be a JSON object"),
+        ("{not json", "not valid JSON"),
+        ('{"status": "finished"}', "unknown status"),
+        ('{"phase": "requirements"}', "no 'status'"),
+    ],
+)
+def test_an_unusable_signal_is_retried_once_then_blocks(project, bad, reason):
+    project.scenario(sequence=[{"signal": bad}, {"signal": bad}], by_phase={"investigation": STAY})
+    result = project.worker("s1")
+    assert result.returncode == 4, result.stderr
+    session = project.session_dir("s1")
+    ov = overview(session)
+    assert ov.get("blocked") == "yes" and reason in ov.get("last action")
+    assert ov.get("phase") == "investigation"
+    records = history(session)
+    assert [r.get("event") for r in records[:2]] == ["attempt_failed", "attempt_failed"]
+    assert records[-1]["decision"] == "blocked" and reason in records[-1]["reason"]
+    assert len(project.records()) == 2  # exactly one retry, no hot loop
+
+
+def test_a_bad_signal_then_a_good_one_is_progress(project):
+    project.scenario(
+        sequence=[{"signal": "{"}, {"signal": {"status": "continue", "phase": "requirements"}}],
+        by_phase={"requirements": {"signal": {"status": "blocked", "reason": "need a human", "needs": "human_decision"}}},
+    )
+    result = project.worker("s2")
+    assert result.returncode == 4
+    session = project.session_dir("s2")
+    assert overview(session).get("phase") == "requirements"
+    # The retry was told why its predecessor failed.
+    second_prompt = project.records()[1]
+    assert second_prompt["phase"] == "investigation"
+    decisions = [r for r in history(session) if r.get("decision")]
+    assert [d["decision"] for d in decisions] == ["continue", "blocked"]
+    assert decisions[-1]["needs"] == "human_decision"
+
+
+@pytest.mark.parametrize(
+    ("signal_", "reason"),
+    [
+        ({"status": "done", "summary": "x"}, "only valid in phase done"),
+        ({"status": "continue", "phase": "implementation"}, "cannot move to implementation"),
+        ({"status": "waiting", "for": "plan_approval"}, "not allowed in phase investigation"),
+        ({"status": "continue"}, "must name the next phase"),
+    ],
+)
+def test_a_signal_the_phase_does_not_allow_blocks_with_the_reason_in_overview_and_history(project, signal_, reason):
+    project.scenario(by_phase={"investigation": {"signal": signal_}})
+    result = project.worker("s3")
+    assert result.returncode == 4
+    session = project.session_dir("s3")
+    assert reason in overview(session).get("last action")
+    last = history(session)[-1]
+    assert last["decision"] == "blocked" and not last["accepted"] and reason in last["converted"]
+    assert last["signal"] == signal_
+
+
+def test_provider_failures_are_retried_then_exit_5(project):
+    fail = {"exit": 1, "result": {"is_error": True, "api_error_status": 500, "result": "API Error: 500"}}
+    project.scenario(by_phase={"investigation": fail})
+    result = project.worker("s4", env={"SAMOCODE_MAX_RETRIES": "2"})
+    assert result.returncode == 5, result.stderr
+    assert "after 3 attempts" in result.stderr
+    assert len(project.records()) == 3
+
+
+def test_retry_then_success_keeps_task_and_dive(project):
+    fail = {"exit": 1, "result": None, "stderr": "boom"}
+    ok = {"signal": {"status": "blocked", "reason": "stop here", "needs": "human_decision"}}
+    project.scenario(sequence=[fail, ok])
+    result = project.worker("s5", "--task", "TASK-TEXT", "--dive", "DIVE-TEXT")
+    assert result.returncode == 4
+    prompts = sorted((project.session_dir("s5") / "_logs").glob("*.prompt.md"))
+    assert len(prompts) == 2
+    for p in prompts:
+        text = p.read_text()
+        assert "TASK-TEXT" in text and "DIVE-TEXT" in text
+
+
+def test_auth_failure_is_not_retried(project):
+    fail = {"exit": 1, "result": {"is_error": True, "api_error_status": 401, "result": "Invalid API key"}}
+    project.scenario(by_phase={"investigation": fail})
+    result = project.worker("s6")
+    assert result.returncode == 5
+    assert "not retried" in result.stderr and len(project.records()) == 1
+
+
+def _pids_alive(pids: list[int]) -> list[int]:
+    alive = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    alive.append(pid)
+        except OSError:
+            pass
+    return alive
+
+
+def _sleepers(tag_dir: Path) -> list[int]:
+    """`sleep 300` processes started from this test's scratch folder (the fakes run there)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+            env = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if cmd[:2] == [b"sleep", b"300"] and str(tag_dir).encode() in env:
+            found.append(int(entry))
+    return found
+
+
+def test_timeout_kills_child_and_grandchildren_even_when_one_holds_the_pipe(project):
+    hang = {"spawn": "both", "half_line": True, "sleep": 60}
+    project.scenario(by_phase={"investigation": hang})
+    started = time.monotonic()
+    result = project.worker("s7", "--timeout", "2", env={"SAMOCODE_MAX_RETRIES": "0"})
+    elapsed = time.monotonic() - started
+    assert result.returncode == 5, result.stderr
+    assert "timeout" in result.stderr
+    assert elapsed < 2 + 1 + 4, elapsed  # timeout + kill grace + start-up margin
+    assert _pids_alive(_sleepers(project.root)) == []
+    records = history(project.session_dir("s7"))
+    assert records[0]["event"] == "attempt_failed" and records[0]["ending"] == "timeout"
+
+
+def test_idle_child_is_killed_and_recorded_as_idle(project):
+    project.scenario(by_phase={"investigation": {"sleep": 30}})
+    result = project.worker("s8", env={"SAMOCODE_IDLE_TIMEOUT": "1", "SAMOCODE_MAX_RETRIES": "0"})
+    assert result.returncode == 5
+    records = history(project.session_dir("s8"))
+    assert records[0]["ending"] == "idle" and records[0]["failure"] == "idle"
+
+
+def test_leftover_descendants_of_a_successful_child_are_swept(project):
+    project.scenario(by_phase={"investigation": {"spawn": "setsid", "signal": {"status": "blocked", "reason": "x"}}})
+    result = project.worker("s9")
+    assert result.returncode == 4
+    assert _pids_alive(_sleepers(project.root)) == []
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_and_sigterm_stop_the_child_and_record_it(project, sig, code):
+    project.scenario(by_phase={"investigation": {"spawn": "both", "sleep": 60}})
+    proc = project.start("--config", str(project.config), "--session", "s10")
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not project.records():
+        time.sleep(0.1)
+    assert project.records(), "the fake never started"
+    time.sleep(0.5)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == code, err
+    session = project.session_dir("s10")
+    assert "interrupted" in overview(session).text.split("## Flow Log")[1]
+    assert history(session)[-1]["event"] == "interrupted"
+    assert _pids_alive(_sleepers(project.root)) == []
+    assert not (session / ".samocode.iteration.json").exists()
+
+
+def test_child_environment_has_claudecode_removed_and_prompt_on_stdin(project):
+    project.scenario(by_phase={"investigation": {"signal": {"status": "blocked", "reason": "x"}}})
+    result = project.worker("s11", env={"CLAUDECODE": "1", "CLAUDE_CODE_ENTRYPOINT": "cli"})
+    assert result.returncode == 4
+    rec = project.records()[0]
+    assert "CLAUDECODE" not in rec["env"] and "CLAUDE_CODE_ENTRYPOINT" not in rec["env"]
+    assert rec["prompt_bytes"] > 1000
+    argv = rec["argv"]
+    assert argv[:5] == ["-p", "--output-format", "stream-json", "--verbose", "--dangerously-skip-permissions"]
+    assert argv[argv.index("--agent") + 1] == "samocode-investigation"
+    assert rec["cwd"] == str(project.worktrees / project.session_dir("s11").name)
+
+
+def test_blocked_session_does_not_start_until_unblocked(project):
+    project.scenario(by_phase={"investigation": {"signal": {"status": "blocked", "reason": "why"}}})
+    assert project.worker("s12").returncode == 4
+    calls = len(project.records())
+    again = project.worker("s12")
+    assert again.returncode == 4 and "blocked" in again.stderr
+    assert len(project.records()) == calls
