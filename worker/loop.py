@@ -388,6 +388,7 @@ class _Loop:
                 parser.feed,
                 self.rt.stop,
                 on_spawn,
+                markers=parser.markers,
             )
         finally:
             os.close(log_fd)

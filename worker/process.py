@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import enum
+import fcntl
 import os
 import secrets
 import selectors
@@ -28,6 +29,7 @@ MAX_LINE = 8 * 1024 * 1024  # longer stream lines are logged but not parsed
 TAIL_BYTES = 64 * 1024
 CHUNK = 256 * 1024
 _PR_SET_CHILD_SUBREAPER = 36
+_F_SETPIPE_SZ = 1031
 
 
 class Ending(str, enum.Enum):
@@ -151,37 +153,53 @@ def _alive(pid: int) -> bool:
 
 
 class _Lines:
-    """Splits a byte stream into lines for the parser, never holding more than MAX_LINE."""
+    """Hands the parser the stream lines that contain one of its markers.
 
-    def __init__(self, on_line: Callable[[bytes], None]) -> None:
+    Most of a stream (assistant text, tool output) is only logged: a chunk without any marker
+    is never split into lines, which keeps the worker at the child's own printing speed. Only the
+    unfinished last line is carried over, and never more than MAX_LINE of it.
+    """
+
+    def __init__(self, on_line: Callable[[bytes], None], markers: tuple[bytes, ...]) -> None:
         self.on_line = on_line
-        self.partial = bytearray()
-        self.skipping = False
+        self.markers = markers
+        self.partial = b""
+        self.skipping = False  # inside an over-long line: drop it up to its newline
 
     def feed(self, chunk: bytes) -> None:
-        start = 0
-        while (end := chunk.find(b"\n", start)) >= 0:
-            if self.skipping:
-                self.skipping = False
-            elif self.partial:
-                self.partial += chunk[start:end]
-                self.on_line(bytes(self.partial))
-                self.partial.clear()
-            else:
-                self.on_line(chunk[start:end])
-            start = end + 1
-        rest = chunk[start:]
-        if not self.skipping and rest:
-            if len(self.partial) + len(rest) > MAX_LINE:
-                self.partial.clear()
-                self.skipping = True
-            else:
-                self.partial += rest
+        last = chunk.rfind(b"\n")
+        if last < 0:
+            self._carry(chunk)
+            return
+        head = chunk[: last + 1]
+        if self.skipping:
+            head = head[head.find(b"\n") + 1 :]
+            self.skipping = False
+        elif self.partial:
+            head = self.partial + head
+        self.partial = b""
+        if not self.markers or any(m in head for m in self.markers):
+            for line in head.split(b"\n")[:-1]:
+                if not self.markers or any(m in line for m in self.markers):
+                    self.on_line(line)
+        self._carry(chunk[last + 1 :])
+
+    def _carry(self, rest: bytes) -> None:
+        if self.skipping or not rest:
+            return
+        if len(self.partial) + len(rest) > MAX_LINE:
+            self.partial, self.skipping = b"", True
+        else:
+            self.partial += rest
 
     def close(self) -> None:
-        if self.partial and not self.skipping:
-            self.on_line(bytes(self.partial))
-        self.partial.clear()
+        if (
+            self.partial
+            and not self.skipping
+            and (not self.markers or any(m in self.partial for m in self.markers))
+        ):
+            self.on_line(self.partial)
+        self.partial = b""
 
 
 def open_exclusive(path: Path) -> tuple[Path, int]:
@@ -203,8 +221,11 @@ def run(
     on_line: Callable[[bytes], None],
     stop: threading.Event,
     on_spawn: Callable[[int, str], None] | None = None,
+    markers: tuple[bytes, ...] = (),
 ) -> RunResult:
-    """Run the child to its end. Never raises for anything the child does."""
+    """Run the child to its end. Never raises for anything the child does.
+
+    `on_line` gets the stdout lines containing one of `markers` (every line when empty)."""
     tag = secrets.token_hex(8)
     env = {**inv.env, TAG_VAR: tag}
     stdin = open(inv.stdin, "rb") if inv.stdin else subprocess.DEVNULL  # noqa: SIM115
@@ -229,7 +250,9 @@ def run(
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
-    lines = _Lines(on_line)
+    with contextlib.suppress(OSError):  # a bigger pipe means fewer wake-ups on a fast stream
+        fcntl.fcntl(fd, _F_SETPIPE_SZ, 1 << 20)
+    lines = _Lines(on_line, markers)
     tail = bytearray()
     total = 0
     last_output = started

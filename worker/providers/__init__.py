@@ -80,6 +80,8 @@ class IterationRecord:
 
 
 class StreamParser(Protocol):
+    markers: tuple[bytes, ...]  # only lines containing one of these reach `feed`
+
     def feed(self, line: bytes) -> None: ...
 
     def finish(self, result: RunResult, stderr_tail: str) -> IterationRecord: ...
