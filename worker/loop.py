@@ -460,7 +460,7 @@ class _Loop:
             **extra,
         }
         append_history(self.paths.history, entry)
-        fields = {
+        fields: dict[str, str | None] = {
             "Phase": decision.phase.value,
             "Iteration": str(decision.iteration),
             "Total Iterations": str(decision.total),
@@ -500,9 +500,7 @@ class _Loop:
             code, message = ExitCode.BLOCKED, f"blocked ({needs}): {decision.reason}"
             flow.append(_flow(self.rt, decision.total, f"Blocked: {decision.reason}"))
         if decision.verdict is not Verdict.WAITING:
-            with contextlib.suppress(OverviewError):
-                if self.s.read().get("waiting for") not in ("", "-"):
-                    fields["Waiting For"] = "-"
+            fields["Waiting For"] = None  # cleared only where the field exists
         try:
             self._write(fields, flow)
         except OverviewError as exc:
@@ -671,7 +669,7 @@ class _Loop:
 
     # -- small helpers -------------------------------------------------------------------------
 
-    def _write(self, fields: dict[str, str], flow: list[str]) -> None:
+    def _write(self, fields: dict[str, str | None], flow: list[str]) -> None:
         overview.update(self.paths.overview, fields, flow)
 
     def _clear_wait(self, ov: overview.Overview) -> dict[str, str]:

@@ -161,7 +161,7 @@ def sections(text: str, tokens: list[dict] | None = None) -> list[Section]:
 
 def _find(text: str, name: str) -> tuple[Section | None, list[dict]]:
     """The first section titled `name`, parsing only as much of the text as it takes."""
-    size = 16 * 1024
+    size = 4096  # the Status section is near the top; the regex scan costs per byte parsed
     while True:
         cut = len(text) if size >= len(text) else text.rfind("\n", 0, size) + 1 or len(text)
         tokens = _tokens(text[:cut])
@@ -214,14 +214,20 @@ def newline_of(text: str) -> str:
     return "\r\n" if "\r\n" in text[:4096] else "\n"
 
 
-def set_fields(ov: Overview, updates: Mapping[str, str]) -> str:
-    """The overview text with Status fields set; untouched bytes stay identical."""
+def set_fields(ov: Overview, updates: Mapping[str, str | None]) -> str:
+    """The overview text with Status fields set; untouched bytes stay identical.
+
+    A value of None sets the field to '-' only when the field is already there."""
     text, nl = ov.text, newline_of(ov.text)
     edits: list[tuple[int, int, str]] = []
     missing = []
     for key, value in updates.items():
-        value = " ".join(value.split())  # a field is one line
         field = ov.fields.get(key.lower())
+        if value is None:  # "clear it if it is there"
+            if field is None:
+                continue
+            value = "-"
+        value = " ".join(value.split())  # a field is one line
         if field is None:
             missing.append(f"{key}: {value}")
         elif field.value != value:
@@ -312,8 +318,8 @@ def locked(session_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def update(path: Path, fields: Mapping[str, str], flow: Sequence[str] = ()) -> Overview:
-    """Locked read, edit, atomic write. Returns the overview as written."""
+def update(path: Path, fields: Mapping[str, str | None], flow: Sequence[str] = ()) -> str:
+    """Locked read, edit, atomic write. Returns the text as written."""
     with locked(path.parent):
         text = read_text(path)
         ov = parse(text)
@@ -322,7 +328,7 @@ def update(path: Path, fields: Mapping[str, str], flow: Sequence[str] = ()) -> O
             new = append_flow(new, entry)
         if new != text:
             write_atomic(path, new)
-        return parse(new) if new != text else ov
+        return new
 
 
 def render_new(
