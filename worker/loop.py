@@ -183,6 +183,7 @@ class _Loop:
         self.iterations_run = 0
         self.last_print: str = ""
         self.unchanged = 0
+        self.spend: dict[str, float] | None = None
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -423,7 +424,9 @@ class _Loop:
             stalled = self._stalled()
             if stalled:
                 decision = blocked_for(state, stalled, Need.HUMAN_DECISION)
-        outcome = self._apply(state, decision, record, {"id": iteration_id, "cost_usd": cost, **extra})
+        outcome = self._apply(
+            state, decision, record, {"id": iteration_id, "iteration_cost_usd": cost, **extra}
+        )
         self.rt.report(
             IterationReport(
                 decision.total,
@@ -442,7 +445,8 @@ class _Loop:
         self, state: SessionState, decision: Decision, record: IterationRecord | None, extra: dict
     ) -> Outcome | None:
         """History first, then the overview: a crash in between is repaired on the next start."""
-        total_cost = self._total_cost() + (extra.get("cost_usd") or 0.0)
+        this = record.cost_usd if record is not None and record.cost_usd is not None else 0.0
+        total_cost = self._spend()[0] + this
         entry = {
             "time": _stamp(self.rt),
             "iteration": state.iteration,
@@ -459,7 +463,7 @@ class _Loop:
             **_record_fields(record),
             **extra,
         }
-        append_history(self.paths.history, entry)
+        self._log(entry)
         fields: dict[str, str | None] = {
             "Phase": decision.phase.value,
             "Iteration": str(decision.iteration),
@@ -549,8 +553,7 @@ class _Loop:
 
     def _interrupted(self, state: SessionState, iteration_id: str, record: IterationRecord) -> Outcome:
         code = self.rt.stop_code[0]
-        append_history(
-            self.paths.history,
+        self._log(
             {
                 "id": iteration_id,
                 "time": _stamp(self.rt),
@@ -625,15 +628,23 @@ class _Loop:
         return ""
 
     def _spend(self) -> tuple[float, dict[str, float]]:
-        by_phase: dict[str, float] = {}
-        for record in read_history(self.paths.history):
-            cost = record.get("cost_usd")
-            if isinstance(cost, (int, float)):
-                by_phase[str(record.get("phase"))] = by_phase.get(str(record.get("phase")), 0.0) + cost
-        return sum(by_phase.values()), by_phase
+        """Spend per phase, read from the history once and then kept up to date by `_log`."""
+        if self.spend is None:
+            self.spend = {}
+            for record in read_history(self.paths.history):
+                self._count(record)
+        return sum(self.spend.values()), self.spend
 
-    def _total_cost(self) -> float:
-        return self._spend()[0]
+    def _count(self, record: dict) -> None:
+        cost = record.get("cost_usd")
+        if self.spend is not None and isinstance(cost, (int, float)):
+            phase = str(record.get("phase"))
+            self.spend[phase] = self.spend.get(phase, 0.0) + cost
+
+    def _log(self, record: dict) -> None:
+        """Every history line goes through here, so the spend totals never need a re-read."""
+        append_history(self.paths.history, record)
+        self._count(record)
 
     def _progress_print(self) -> str:
         parts = [gitops.fingerprint(self.s.working_dir) if self.settings.stall_iterations else ""]
@@ -686,8 +697,7 @@ class _Loop:
         run: process.RunResult,
         reason: str,
     ) -> None:
-        append_history(
-            self.paths.history,
+        self._log(
             {
                 "id": iteration_id,
                 "time": _stamp(self.rt),

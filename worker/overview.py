@@ -237,9 +237,12 @@ def set_fields(ov: Overview, updates: Mapping[str, str | None]) -> str:
         at = last.line_end
         prefix = "" if text[:at].endswith(("\n", "\r")) else nl
         edits.append((at, at, prefix + nl.join(missing) + nl))
-    for start, end, value in sorted(edits, reverse=True):
-        text = text[:start] + value + text[end:]
-    return text
+    pieces, pos = [], 0
+    for start, end, value in sorted(edits):
+        pieces += [text[pos:start], value]
+        pos = end
+    pieces.append(text[pos:])
+    return "".join(pieces)
 
 
 def append_flow(text: str, entry: str) -> str:
