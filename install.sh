@@ -212,7 +212,8 @@ if [ "$venv" = yes ]; then
             }
             python3 -m venv "$ROOT/.venv"
         fi
-        "$ROOT/.venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT"
+        # No pip cache: install.sh writes nothing outside the checkout and the Claude config folder.
+        "$ROOT/.venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir -e "$ROOT"
         printf '%s\n' "$want" >"$stamp"
         echo "  installed  $ROOT/.venv (the worker and its dependencies)"
     fi
