@@ -1,22 +1,102 @@
-"""Wall-clock helpers shared by the providers (reset times printed as '5:24pm (UTC)')."""
+"""Wall-clock helpers shared by the providers: reset times that CLIs print as text.
+
+Both CLIs print the reset in the user's local time, at minute resolution (seconds are cut off):
+Claude Code  'resets 5:24pm (Europe/Berlin)', 'resets 5pm (UTC)', 'resets Nov 27, 5pm (UTC)'
+             (its own time zone name in parentheses);
+Codex        'try again at 4:56 PM.', 'try again at Nov 27th, 2026 12:05 AM.' (no zone: local time).
+The worker runs beside the CLI, so "local" is the worker's local time unless a zone is named.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
+import time
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_RESET = re.compile(
+    r"(?:\bresets?|\btry\s+again)\s+(?:at\s+)?"
+    r"(?:(?P<month>jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+(?P<day>\d{1,2})"
+    r"(?:st|nd|rd|th)?,?\s+(?:(?P<year>\d{4}),?\s+)?(?:at\s+)?)?"
+    r"(?P<hour>\d{1,2})(?::(?P<minute>\d{2}))?\s*(?P<meridiem>[ap]\.?m\b\.?)?"
+    r"(?:\s*\((?P<zone>[^()\s]+)\))?",
+    re.IGNORECASE,
+)
+MINUTE = 60.0
 
 
-def next_clock_time(
-    hour: int, minute: int, meridiem: str | None, now: dt.datetime | None = None
-) -> float | None:
-    """The next UTC moment showing hour:minute (12-hour when `meridiem` is am/pm), epoch seconds."""
+def _zone(name: str | None) -> dt.tzinfo | None:
+    """The named time zone, or None (local time) when there is no name or it is unknown."""
+    if not name:
+        return None
+    if name.upper() in ("UTC", "GMT", "Z"):
+        return dt.timezone.utc
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def _wall(now: float, tz: dt.tzinfo | None) -> dt.datetime:
+    """`now` on the wall clock of tz (naive local time when tz is None, so DST follows the system)."""
+    return dt.datetime.fromtimestamp(now, tz) if tz is not None else dt.datetime.fromtimestamp(now)
+
+
+def _hour24(hour: int, meridiem: str | None) -> int | None:
     if meridiem:
         if not 1 <= hour <= 12:
             return None
-        hour = hour % 12 + (12 if meridiem.lower() == "pm" else 0)
-    if not (0 <= hour <= 23 and 0 <= minute <= 59):
+        return hour % 12 + (12 if meridiem.lower().startswith("p") else 0)
+    return hour if 0 <= hour <= 23 else None
+
+
+def next_clock_time(
+    hour: int,
+    minute: int,
+    meridiem: str | None,
+    now: float | None = None,
+    tz: dt.tzinfo | None = None,
+) -> float | None:
+    """The start of the next minute the clock in `tz` (default: local time) shows hour:minute,
+    12-hour when `meridiem` is am/pm, as epoch seconds. The current minute still counts: a limit
+    printed as '4:32 PM' at 4:32:11 PM ends within seconds, not tomorrow."""
+    hour24 = _hour24(hour, meridiem)
+    if hour24 is None or not 0 <= minute <= 59:
         return None
-    now = now or dt.datetime.now(dt.timezone.utc)
-    moment = now.replace(hour=hour, minute=minute, second=0, microsecond=0)
-    if moment <= now:
-        moment += dt.timedelta(days=1)
+    now = time.time() if now is None else now
+    wall = _wall(now, tz)
+    moment = wall.replace(hour=hour24, minute=minute, second=0, microsecond=0)
+    if moment.timestamp() + MINUTE <= now:
+        moment += dt.timedelta(days=1)  # wall-clock arithmetic: right across DST changes
     return moment.timestamp()
+
+
+def reset_time(text: str, now: float | None = None) -> float | None:
+    """When a usage limit printed in `text` is over, epoch seconds, or None when no time is named.
+
+    The printed minute is truncated, so the limit is over at the end of that minute."""
+    match = _RESET.search(text or "")
+    if not match or not (match.group("minute") or match.group("meridiem")):
+        return None  # a bare number ('try again at 5') is not a time
+    tz = _zone(match.group("zone"))
+    hour, minute = int(match.group("hour")), int(match.group("minute") or 0)
+    meridiem = match.group("meridiem")
+    now = time.time() if now is None else now
+    if not match.group("month"):
+        start = next_clock_time(hour, minute, meridiem, now, tz)
+        return None if start is None else start + MINUTE
+    hour24 = _hour24(hour, meridiem)
+    if hour24 is None or not 0 <= minute <= 59:
+        return None
+    wall = _wall(now, tz)
+    month = _MONTHS.index(match.group("month").lower()) + 1
+    years = [int(match.group("year"))] if match.group("year") else [wall.year, wall.year + 1]
+    for year in years:
+        try:
+            moment = wall.replace(year, month, int(match.group("day")), hour24, minute, 0, 0)
+        except ValueError:
+            return None
+        if moment.timestamp() + MINUTE > now or year == years[-1]:
+            return moment.timestamp() + MINUTE
+    return None

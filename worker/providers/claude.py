@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -176,17 +175,11 @@ def _classify(result: dict, status: int | None, rejected: bool, retry_error: str
     return Failure.API_ERROR
 
 
-_RESET = re.compile(r"resets?\s+(?:at\s+)?(\d{1,2})(?::(\d{2}))?\s*([ap]m)?", re.IGNORECASE)
-
-
 def _reset_from_text(text: str) -> float | None:
-    """'You've hit your session limit · resets 5:24pm (UTC)' -> the next such time, epoch seconds."""
-    from worker.clock import next_clock_time
+    """'You've hit your session limit · resets 5:24pm (UTC)' -> when that is over, epoch seconds."""
+    from worker.clock import reset_time
 
-    match = _RESET.search(text or "")
-    if not match:
-        return None
-    return next_clock_time(int(match.group(1)), int(match.group(2) or 0), match.group(3))
+    return reset_time(text)
 
 
 def _last_line(text: str) -> str:

@@ -1,0 +1,264 @@
+"""Codex as a provider: `codex exec --json`, the prompt (agent inlined) on stdin.
+
+Observed on codex-cli 0.169.0: with the prompt in argv and an open stdin pipe Codex blocks
+forever, so the prompt goes on stdin (`-`) from a file, which ends in EOF. Codex reports tokens
+but never cost; cost is estimated from the configured per-million-token prices.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from worker.clock import reset_time
+from worker.process import Ending, RunResult
+from worker.prompt import compose
+from worker.providers import (
+    Failure,
+    IterationRecord,
+    IterationRequest,
+    Prepared,
+    child_env,
+    find_executable,
+    truncate,
+)
+
+if TYPE_CHECKING:
+    from worker.config import Settings
+
+# Event heads worth a json.loads; everything else (item.started, big command outputs) is only logged.
+_PARSED = (b'{"type":"turn.completed"', b'{"type":"turn.failed"', b'{"type":"error"')
+_ITEM_DONE = b'{"type":"item.completed"'
+_AGENT_MESSAGE = b'"type":"agent_message"'
+# Completed items that are an action of the model (the closest thing Codex has to Claude's turns).
+_ACTIONS = tuple(
+    f'"type":"{kind}"'.encode()
+    for kind in ("agent_message", "command_execution", "file_change", "mcp_tool_call", "web_search")
+)
+_HEAD = 160
+_REFUSALS = (
+    "error: unexpected argument",  # clap: a flag this codex does not know
+    "error: invalid value",
+    "Error finding codex home",
+    "Not inside a trusted directory",
+)
+_STATUS = re.compile(r"(?:last status:|unexpected status)\s+(\d{3})\b")
+_USAGE_LIMIT = re.compile(r"usage limit", re.IGNORECASE)
+_OVERLOADED = re.compile(r"high demand|high load|overloaded|too many requests", re.IGNORECASE)
+_AUTH = re.compile(
+    r"unauthorized|forbidden|incorrect api key|invalid api key|missing environment variable"
+    r"|not logged in|log ?in again|refresh token",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class CodexProvider:
+    path: str
+    model: str  # '' = the user's Codex default
+    timeout: float
+    price_input: float = 0.0  # USD per million tokens
+    price_output: float = 0.0
+    price_cached: float = 0.0
+    name: str = "codex"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CodexProvider:
+        return cls(
+            path=find_executable("CODEX_PATH", settings.codex_path),
+            model=settings.codex_model,
+            timeout=settings.timeout_override or settings.codex_timeout,
+            price_input=settings.price_input_per_mtok,
+            price_output=settings.price_output_per_mtok,
+            price_cached=settings.price_cached_per_mtok,
+        )
+
+    def argv(self, cwd: os.PathLike[str] | str) -> tuple[str, ...]:
+        model = ("-m", self.model) if self.model else ()
+        return (
+            self.path,
+            "exec",
+            "--json",
+            "--skip-git-repo-check",
+            "--dangerously-bypass-approvals-and-sandbox",
+            "-C",
+            str(cwd),
+            *model,
+            "-",  # the prompt is read from stdin up to EOF
+        )
+
+    def prepare(self, request: IterationRequest) -> Prepared:
+        # Codex has no subagents: the phase agent's body is part of the prompt. Its `tools` and
+        # `model` frontmatter are Claude's and do not apply.
+        return Prepared(
+            argv=self.argv(request.cwd),
+            env=child_env(os.environ),
+            prompt=compose(request.workflow, request.context, request.agent),
+        )
+
+    def parser(self) -> CodexStream:
+        return CodexStream(Prices(self.price_input, self.price_output, self.price_cached))
+
+
+@dataclass(frozen=True)
+class Prices:
+    """USD per million tokens; all zero = unknown."""
+
+    input: float = 0.0
+    output: float = 0.0
+    cached: float = 0.0
+
+    def cost(self, uncached: int, cached: int, output: int) -> float | None:
+        if not (self.input or self.output or self.cached):
+            return None
+        # A cached price left at zero means "not configured": bill those tokens as input,
+        # so a budget cap errs on the high side.
+        cached_rate = self.cached or self.input
+        return (uncached * self.input + cached * cached_rate + output * self.output) / 1_000_000
+
+
+class CodexStream:
+    """Reads the `--json` events that matter; everything else is only logged."""
+
+    # Only lines with one of these reach `feed` (item.started and partial output never do).
+    markers = (
+        b'"type":"item.completed"',
+        b'"type":"turn.completed"',
+        b'"type":"turn.failed"',
+        b'"type":"error"',
+    )
+
+    def __init__(self, prices: Prices | None = None) -> None:
+        self.prices = prices or Prices()
+        self.usage: dict | None = None
+        self.failed: str | None = None  # turn.failed's message
+        self.last_error = ""  # the last `error` event (retry notices, the final error)
+        self.message = ""  # the last agent message
+        self.actions = 0
+
+    def feed(self, line: bytes) -> None:
+        head = line[:_HEAD]
+        if b" " in head:
+            head = head.replace(b" ", b"")
+        if head.startswith(_ITEM_DONE):
+            if any(kind in head for kind in _ACTIONS):
+                self.actions += 1
+            if _AGENT_MESSAGE not in head:
+                return  # command output can be a MiB: never parsed
+        elif not head.startswith(_PARSED):
+            return
+        try:
+            event = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return
+        if not isinstance(event, dict):
+            return
+        kind = event.get("type")
+        if kind == "item.completed":
+            item = event.get("item")
+            if isinstance(item, dict) and isinstance(item.get("text"), str):
+                self.message = item["text"]
+        elif kind == "turn.completed":
+            usage = event.get("usage")
+            # The usage is the thread's running total, so the last one counts.
+            self.usage = usage if isinstance(usage, dict) else {}
+        elif kind == "turn.failed":
+            error = event.get("error")
+            message = error.get("message") if isinstance(error, dict) else None
+            self.failed = str(message or self.last_error or "turn failed")
+        elif kind == "error":
+            self.last_error = str(event.get("message") or "")
+
+    def finish(self, run: RunResult, stderr_tail: str) -> IterationRecord:
+        usage = self._usage()
+        if run.ending is not Ending.EXITED:
+            failure = {Ending.TIMEOUT: Failure.TIMEOUT, Ending.IDLE: Failure.IDLE}.get(
+                run.ending, Failure.INTERRUPTED
+            )
+            return IterationRecord(failure=failure, message=f"child {run.ending.value}", **usage)
+        if self.failed is not None:
+            failure, status = classify(self.failed)
+            return IterationRecord(
+                failure=failure,
+                message=truncate(self.failed),
+                resets_at=reset_time(self.failed) if failure is Failure.USAGE_LIMIT else None,
+                api_status=status,
+                **usage,
+            )
+        if self.usage is None:
+            refusal = next((r for r in _REFUSALS if r in stderr_tail), "")
+            if refusal:
+                return IterationRecord(
+                    failure=Failure.REFUSED, message=_first_line_with(stderr_tail, refusal)
+                )
+            if self.last_error:  # an error event, then the stream ended without turn.failed
+                failure, status = classify(self.last_error)
+                return IterationRecord(
+                    failure=failure,
+                    message=truncate(self.last_error),
+                    resets_at=reset_time(self.last_error) if failure is Failure.USAGE_LIMIT else None,
+                    api_status=status,
+                )
+            if run.exit_code == 0:
+                return IterationRecord(
+                    failure=Failure.NO_RESULT, message="stream ended without turn.completed", **usage
+                )
+            return IterationRecord(
+                failure=Failure.EXIT, message=f"exit {run.exit_code}: {_last_line(stderr_tail)}".strip()
+            )
+        if run.exit_code not in (0, None):
+            return IterationRecord(
+                failure=Failure.EXIT,
+                message=f"exit {run.exit_code} after turn.completed: {_last_line(stderr_tail)}".strip(),
+                **usage,
+            )
+        return IterationRecord(message=truncate(self.message), **usage)
+
+    def _usage(self) -> dict:
+        usage = self.usage or {}
+        total_in = _int(usage.get("input_tokens"))
+        cached = _int(usage.get("cached_input_tokens"))
+        out = _int(usage.get("output_tokens"))  # includes reasoning_output_tokens
+        # OpenAI counts cached tokens inside input_tokens; the record keeps them apart, as Claude does.
+        uncached = max(total_in - (cached or 0), 0) if total_in is not None else None
+        cost = None
+        if uncached is not None or out is not None:
+            cost = self.prices.cost(uncached or 0, cached or 0, out or 0)
+        return {
+            "turns": self.actions if self.usage is not None or self.actions else None,
+            "tokens_in": uncached,
+            "tokens_out": out,
+            "tokens_cached": cached,
+            "cost_usd": cost,
+            "cost_estimated": cost is not None,
+        }
+
+
+def classify(message: str) -> tuple[Failure, int | None]:
+    """A Codex error message -> the failure class and the HTTP status it names, if any."""
+    found = _STATUS.search(message)
+    status = int(found.group(1)) if found else None
+    if _USAGE_LIMIT.search(message):
+        return Failure.USAGE_LIMIT, status or 429
+    if status in (401, 403) or _AUTH.search(message):
+        return Failure.AUTH, status
+    if status == 429 or (status is not None and status >= 500) or _OVERLOADED.search(message):
+        return Failure.OVERLOADED, status
+    return Failure.API_ERROR, status
+
+
+def _first_line_with(text: str, needle: str) -> str:
+    line = next((ln for ln in text.splitlines() if needle in ln), needle)
+    return truncate(line, 300)
+
+
+def _last_line(text: str) -> str:
+    lines = [ln for ln in text.strip().splitlines() if ln.strip() and not ln.startswith("WARNING: ")]
+    return truncate(lines[-1], 300) if lines else ""
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
