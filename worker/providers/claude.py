@@ -81,7 +81,8 @@ class ClaudeProvider:
 class ClaudeStream:
     """Reads the stream-json events that matter; everything else is only logged."""
 
-    markers = (b'"type":"result"', b'"type":"rate_limit_event"', b'"subtype":"api_retry"')
+    # Bare quoted names: any JSON spacing matches, and string contents (escaped quotes) never do.
+    markers = (b'"result"', b'"rate_limit_event"', b'"api_retry"')
 
     def __init__(self) -> None:
         self.result: dict | None = None
