@@ -90,6 +90,10 @@ def codex_config(
         "\n"
         "[analytics]\n"
         "enabled = false\n"
+        "\n"
+        "# The curated-plugins sync looks up api.github.com and chatgpt.com: nothing to reach from a test.\n"
+        "[features]\n"
+        "plugins = false\n"
     )
 
 
