@@ -10,9 +10,10 @@
 #   ./install.sh --no-venv    links only
 #   ./install.sh --venv-only  the virtual environment only (for the Claude Code plugin route)
 #   ./install.sh --uninstall  remove the links that point into this checkout (the .venv stays)
+if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi # started as `sh install.sh`
 set -euo pipefail
 
-usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 
 mode=install
 venv=yes

@@ -195,6 +195,27 @@ def test_installs_nothing_outside_home_config_and_checkout(scratch: Scratch) -> 
     assert os.listdir(scratch.tmp) == []
 
 
+def test_started_with_sh_it_still_runs_under_bash(scratch: Scratch) -> None:
+    done = subprocess.run(
+        ["sh", str(scratch.checkout / "install.sh"), "--no-venv"],
+        env=scratch.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=scratch.outside,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (scratch.claude / "skills" / "samocode-run").is_symlink()
+
+
+def test_unknown_option_is_a_usage_error(scratch: Scratch) -> None:
+    before = snapshot(scratch.root)
+    done = scratch.install("--frobnicate")
+    assert done.returncode == 2
+    assert "unknown option '--frobnicate'" in done.stderr
+    assert changed(before, snapshot(scratch.root)) == set()
+
+
 # --- refusals: nothing half done -------------------------------------------------------------------
 
 
@@ -405,11 +426,24 @@ def test_launcher_import_check_matches_pyproject_dependencies() -> None:
 def test_venv_step_installs_the_worker_and_is_skipped_the_second_time(scratch: Scratch) -> None:
     if shutil.which("python3") is None:
         pytest.skip("install.sh needs python3 on PATH")
+    venv = scratch.checkout / ".venv"
+    # The plugin route: links are refused, but --venv-only gives the plugin's launcher its venv.
+    scratch.claude.mkdir()
+    settings = scratch.claude / "settings.json"
+    settings.write_text('{"enabledPlugins": {"samocode@samocode": true}}')
+    assert scratch.install(timeout=600).returncode != 0
+    assert not venv.exists(), "a refused install created the venv"
+    venv_only = scratch.install("--venv-only", timeout=600)
+    assert venv_only.returncode == 0, venv_only.stdout + venv_only.stderr
+    assert f"  installed  {venv.resolve()}" in venv_only.stdout
+    assert (venv / "bin" / "samocode").exists()
+    assert sorted(os.listdir(scratch.claude)) == ["settings.json"]
+
+    # The symlink route after the plugin is gone: the venv is kept, the links are made.
+    settings.unlink()
     first = scratch.install(timeout=600)
     assert first.returncode == 0, first.stdout + first.stderr
-    venv = scratch.checkout / ".venv"
-    assert f"  installed  {venv.resolve()}" in first.stdout
-    assert (venv / "bin" / "samocode").exists()
+    assert f"  unchanged  {venv.resolve()}" in first.stdout
 
     # The launcher, reached through the symlinked skill, runs the checkout's venv.
     launcher = scratch.claude / "skills" / "samocode-run" / "scripts" / "samocode"
