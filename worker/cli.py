@@ -45,7 +45,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line and exit code 2, no usage dump."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise ConfigError(f"{self.prog}: {message}")
+        raise ConfigError(message)
 
 
 def _session_args(parser: argparse.ArgumentParser) -> None:
