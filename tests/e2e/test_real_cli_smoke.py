@@ -164,6 +164,46 @@ def test_claude_429_always_ends_in_an_error_result_with_status_429(
 
 
 @pytest.mark.e2e
+@pytest.mark.parametrize(
+    ("kind", "status", "text"),
+    [
+        (FailKind.OVERLOADED, 529, "529 Overloaded"),
+        (FailKind.SERVER_ERROR, 500, "500 Internal server error"),
+        (FailKind.HANG, None, "Request timed out"),
+    ],
+)
+def test_claude_server_failures_end_in_error_results(
+    claude_bin: Path, model_server: ModelServer, tmp_path: Path, kind: FailKind, status: int | None, text: str
+) -> None:
+    prompt, _ = session_prompt(tmp_path)
+    model_server.script = [Fail(kind)]
+    env = claude_env(tmp_path / "home", model_server.port, max_retries=0, api_timeout_ms=2000)
+
+    run = realcli.run_cli([str(claude_bin), *CLAUDE_ARGS], prompt, tmp_path / "work", env)
+
+    result = run.last("result")
+    assert run.returncode == 1
+    assert (result["is_error"], result["api_error_status"]) == (True, status)
+    assert text in result["result"]
+
+
+@pytest.mark.e2e
+def test_claude_stream_error_is_healed_by_the_non_streaming_fallback(
+    claude_bin: Path, model_server: ModelServer, tmp_path: Path
+) -> None:
+    prompt, _ = session_prompt(tmp_path)
+    model_server.script = [Fail(FailKind.STREAM_ERROR, times=1), Reply("healed")]
+    env = claude_env(tmp_path / "home", model_server.port, max_retries=0)
+
+    run = realcli.run_cli([str(claude_bin), *CLAUDE_ARGS], prompt, tmp_path / "work", env)
+
+    assert run.returncode == 0
+    assert run.last("result")["result"] == "healed"
+    calls = [(r.stream, r.outcome) for r in model_server.main_requests()]
+    assert calls == [(True, "fail:stream_error"), (False, "reply")]
+
+
+@pytest.mark.e2e
 def test_claude_oauth_unified_rejected_gives_rate_limit_event_with_reset_and_no_retry(
     claude_bin: Path, model_server: ModelServer, tmp_path: Path
 ) -> None:
@@ -228,6 +268,21 @@ def test_codex_usage_limit_reached_gives_turn_failed_with_try_again_time(
     assert "usage limit" in message
     assert re.search(r"try again at \d{1,2}:\d{2}", message), message
     assert len(model_server.main_requests()) == 1, model_server.describe()  # not retried
+
+
+@pytest.mark.e2e
+def test_codex_stalled_stream_ends_in_idle_timeout_turn_failed(
+    codex_bin: Path, model_server: ModelServer, tmp_path: Path
+) -> None:
+    prompt, _ = session_prompt(tmp_path)
+    model_server.script = [Fail(FailKind.STALL)]
+    env = codex_env(tmp_path / "home", model_server.port, stream_idle_timeout_ms=1500)
+    argv = [str(codex_bin), *CODEX_ARGS, "-C", str(tmp_path / "work"), "-"]
+
+    run = realcli.run_cli(argv, prompt, tmp_path / "work", env)
+
+    assert run.returncode == 1
+    assert "idle timeout waiting for SSE" in run.last("turn.failed")["error"]["message"]
 
 
 # --- the server on its own -------------------------------------------------------------------------------
