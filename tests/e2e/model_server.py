@@ -11,6 +11,14 @@ requests made for that step (all of them, or the first `times`), streaming and n
 
     with ModelServer(lambda text: [Shell("echo hi > out.txt"), Reply("done")]) as server:
         ... run a CLI against server.port ...
+
+`script` is a list, or a callable given the request's user text (the prompt; see parse_session_context).
+`[Fail(FailKind.RATE_LIMIT)]` fails every call; `[Fail(FailKind.OVERLOADED, times=1), Reply("ok")]` fails
+one call, then answers. `Fail` counters live in the server (`reset()` clears them with the record).
+Requests that offer no tools (side requests: titles, quota checks) get a short "ok" and never fail.
+Successful Anthropic answers carry `anthropic-ratelimit-unified-*: allowed` headers (reset in
+`unified_reset_in` s), so an OAuth-login CLI prints its `rate_limit_event` lines as with the real API.
+Every request is kept in `requests` (`describe()` gives one line each, for assertion messages).
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 from urllib.parse import urlsplit
 
 
@@ -77,7 +85,7 @@ class Fail:
     message: str = ""
 
 
-Action = Union[Shell, Tool, Reply, Fail]  # noqa: UP007 (a runtime alias: Python 3.10's `|` would do too)
+Action = Shell | Tool | Reply | Fail
 ScriptFor = Callable[[str], Sequence[Action]]
 
 
