@@ -275,7 +275,7 @@ AGENT = AgentSpec(
 def test_argv_is_exactly_codex_exec_json_with_the_prompt_on_stdin(tmp_path):
     provider = CodexProvider(path="/opt/codex", model="", timeout=60)
     prepared = provider.prepare(
-        IterationRequest("WORKFLOW-MARKER\n", "## Session context\n", AGENT, tmp_path)
+        IterationRequest("WORKFLOW-MARKER\n", "## Session context\n", AGENT, tmp_path, tmp_path)
     )
     assert prepared.argv == (
         "/opt/codex",
@@ -297,7 +297,7 @@ def test_argv_is_exactly_codex_exec_json_with_the_prompt_on_stdin(tmp_path):
 def test_child_environment_drops_claude_nesting_markers(monkeypatch, tmp_path):
     monkeypatch.setenv("CLAUDECODE", "1")
     monkeypatch.setenv("CODEX_HOME", str(tmp_path))
-    prepared = CodexProvider("codex", "", 60).prepare(IterationRequest("w", "c", AGENT, tmp_path))
+    prepared = CodexProvider("codex", "", 60).prepare(IterationRequest("w", "c", AGENT, tmp_path, tmp_path))
     assert "CLAUDECODE" not in prepared.env
     assert prepared.env["CODEX_HOME"] == str(tmp_path)
 

@@ -204,7 +204,10 @@ def test_child_environment_has_claudecode_removed_and_prompt_on_stdin(project):
     assert rec["prompt_bytes"] > 1000
     argv = rec["argv"]
     assert argv[:5] == ["-p", "--output-format", "stream-json", "--verbose", "--dangerously-skip-permissions"]
-    assert argv[argv.index("--agent") + 1] == "samocode-investigation"
+    agent_file = argv[argv.index("--append-system-prompt-file") + 1]
+    assert "samocode-investigation" in agent_file and "## Signals" in open(agent_file).read()
+    assert argv[argv.index("--tools") + 1] == "Read,Write,Edit,Glob,Grep,Bash"
+    assert argv[argv.index("--model") + 1] == "opus"
     assert rec["cwd"] == str(project.worktrees / project.session_dir("s11").name)
 
 

@@ -351,10 +351,12 @@ class _Loop:
             dive=self.options.dive,
             previous_attempt=previous,
         )
-        prepared = provider.prepare(
-            IterationRequest(prompt.load_workflow(), prompt.session_context(ctx), agent, self.s.working_dir)
-        )
         paths.logs.mkdir(exist_ok=True)
+        prepared = provider.prepare(
+            IterationRequest(
+                prompt.load_workflow(), prompt.session_context(ctx), agent, self.s.working_dir, paths.logs
+            )
+        )
         base = paths.logs / f"{self.rt.now():%m-%d-%H%M}-{state.total + 1:03d}-{state.phase.value}.jsonl"
         log_path, log_fd = process.open_exclusive(base)
         stderr_path = log_path.with_suffix(".stderr")

@@ -61,6 +61,7 @@ class IterationRequest:
     context: str  # the session context section
     agent: AgentSpec
     cwd: Path
+    scratch: Path  # a folder (the session's _logs) where a provider may keep files its CLI reads
 
 
 @dataclass(frozen=True)

@@ -48,13 +48,13 @@ class ClaudeProvider:
         )
 
     def prepare(self, request: IterationRequest) -> Prepared:
+        """The phase agent goes in as an appended system prompt, not as `--agent`: an agent replaces
+        Claude Code's own system prompt (its tool guidance) and we want both."""
         agent = request.agent
-        definition: dict[str, object] = {"description": agent.description, "prompt": agent.body}
-        if agent.tools:
-            definition["tools"] = list(agent.tools)
-        if agent.model and agent.model != "inherit":
-            definition["model"] = agent.model
-        argv = (
+        agent_file = request.scratch / f"{agent.name}.agent.md"
+        agent_file.write_text(agent.body, encoding="utf-8")
+        model = agent.model if agent.model and agent.model != "inherit" else self.model
+        argv = [
             self.path,
             "-p",
             "--output-format",
@@ -62,16 +62,16 @@ class ClaudeProvider:
             "--verbose",
             "--dangerously-skip-permissions",
             "--model",
-            self.model,
+            model,
             "--max-turns",
             str(self.max_turns),
-            "--agents",
-            json.dumps({agent.name: definition}),
-            "--agent",
-            agent.name,
-        )
+            "--append-system-prompt-file",
+            str(agent_file),
+        ]
+        if agent.tools:
+            argv += ["--tools", ",".join(agent.tools)]
         return Prepared(
-            argv=argv, env=child_env(os.environ), prompt=compose(request.workflow, request.context)
+            argv=tuple(argv), env=child_env(os.environ), prompt=compose(request.workflow, request.context)
         )
 
     def parser(self) -> ClaudeStream:
