@@ -52,7 +52,9 @@ class Bench:
     def session(self, name: str, flow_lines: int = 0) -> Path:
         folder = self.sessions / name
         folder.mkdir(parents=True)
-        text = overview.render_new(name, "2026-01-01 00:00", str(self.repo), "bench", "", "[000 @ 01-01 00:00] start")
+        text = overview.render_new(
+            name, "2026-01-01 00:00", str(self.repo), "bench", "", "[000 @ 01-01 00:00] start"
+        )
         ov = overview.parse(text)
         text = overview.set_fields(ov, {"Phase": "implementation"})
         if flow_lines:
@@ -63,11 +65,24 @@ class Bench:
 
     def run(self, name: str, iterations: int, env: dict | None = None, poll_rss: bool = False):
         self.stamps.unlink(missing_ok=True)
-        cmd = [sys.executable, str(REPO / "main.py"), "--config", str(self.config), "--session", name,
-               "--max-iterations", str(iterations)]
+        cmd = [
+            sys.executable,
+            str(REPO / "main.py"),
+            "--config",
+            str(self.config),
+            "--session",
+            name,
+            "--max-iterations",
+            str(iterations),
+        ]
         started = time.time()
-        proc = subprocess.Popen(cmd, env={**self.env, **(env or {})}, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd,
+            env={**self.env, **(env or {})},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
         peak = 0
         while poll_rss and proc.poll() is None:
             try:
@@ -116,14 +131,25 @@ def throughput(b: Bench, mb: float) -> dict[str, float]:
     cat_env = {**os.environ, "BENCH_MB": str(mb), "BENCH_STAMPS": os.devnull}
     t0 = time.perf_counter()
     with open(b.root / "cat.out", "wb") as sink:
-        subprocess.run(f"{FAKE} | cat", shell=True, input=f"x\n- Session Dir: {b.root}\n".encode(), stdout=sink,
-                       env=cat_env, check=True)
+        subprocess.run(
+            f"{FAKE} | cat",
+            shell=True,
+            input=f"x\n- Session Dir: {b.root}\n".encode(),
+            stdout=sink,
+            env=cat_env,
+            check=True,
+        )
     cat_rate = mb / (time.perf_counter() - t0)
     b.session("raw")
     b.run("raw", 1, env={"BENCH_MB": str(mb)})
     raw = print_rate(b.stamps)
-    return {"child_alone_mib_s": round(alone), "under_worker_mib_s": round(under), "ratio": round(under / alone, 2),
-            "c_child_under_worker_mib_s": round(raw), "c_child_piped_to_cat_to_file_mib_s": round(cat_rate)}
+    return {
+        "child_alone_mib_s": round(alone),
+        "under_worker_mib_s": round(under),
+        "ratio": round(under / alone, 2),
+        "c_child_under_worker_mib_s": round(raw),
+        "c_child_piped_to_cat_to_file_mib_s": round(cat_rate),
+    }
 
 
 def build_fake() -> None:
@@ -160,15 +186,35 @@ def main() -> None:
         delays = []
         for _ in range(3):
             b.stamps.unlink(missing_ok=True)
-            cmd = [sys.executable, str(REPO / "main.py"), "--config", str(b.config), "--session", "late",
-                   "--max-iterations", "1"]
-            proc = subprocess.Popen(cmd, env={**b.env, "BENCH_LATENCY": "1.0"}, stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
+            cmd = [
+                sys.executable,
+                str(REPO / "main.py"),
+                "--config",
+                str(b.config),
+                "--session",
+                "late",
+                "--max-iterations",
+                "1",
+            ]
+            proc = subprocess.Popen(
+                cmd,
+                env={**b.env, "BENCH_LATENCY": "1.0"},
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
             seen = None
             deadline = time.time() + 10
-            known = set((b.sessions / "late" / "_logs").glob("*.jsonl")) if (b.sessions / "late" / "_logs").exists() else set()
+            known = (
+                set((b.sessions / "late" / "_logs").glob("*.jsonl"))
+                if (b.sessions / "late" / "_logs").exists()
+                else set()
+            )
             while time.time() < deadline and seen is None:
-                logs = set((b.sessions / "late" / "_logs").glob("*.jsonl")) - known if (b.sessions / "late" / "_logs").exists() else set()
+                logs = (
+                    set((b.sessions / "late" / "_logs").glob("*.jsonl")) - known
+                    if (b.sessions / "late" / "_logs").exists()
+                    else set()
+                )
                 for log in logs:
                     for line in log.read_bytes().splitlines():
                         if b'"probe"' in line:
@@ -185,9 +231,22 @@ def main() -> None:
             starts.append(runs[0][0] - started)
         results["startup_to_first_spawn_ms_median"] = round(statistics.median(starts) * 1000, 1)
 
-        status = subprocess.run([sys.executable, str(REPO / "main.py"), "status", "--config", str(b.config),
-                                 "--session", "plain"], env=b.env, capture_output=True)
-        results["status_bytes"] = len(status.stdout) if status.returncode == 0 else f"status failed: {status.returncode}"
+        status = subprocess.run(
+            [
+                sys.executable,
+                str(REPO / "main.py"),
+                "status",
+                "--config",
+                str(b.config),
+                "--session",
+                "plain",
+            ],
+            env=b.env,
+            capture_output=True,
+        )
+        results["status_bytes"] = (
+            len(status.stdout) if status.returncode == 0 else f"status failed: {status.returncode}"
+        )
         prompts = sorted((b.sessions / "plain" / "_logs").glob("*.prompt.md"))
         results["prompt_bytes"] = prompts[-1].stat().st_size if prompts else None
     print(json.dumps(results, indent=2))

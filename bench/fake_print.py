@@ -18,7 +18,8 @@ start = time.time()
 n = 0
 while printed < target:
     n += 1
-    line = json.dumps({"type": "assistant", "message": {"id": n, "content": [{"type": "text", "text": text}]}})
+    event = {"type": "assistant", "message": {"id": n, "content": [{"type": "text", "text": text}]}}
+    line = json.dumps(event)
     data = line.encode() + b"\n"
     out.write(data)
     printed += len(data)

@@ -45,7 +45,9 @@ class Project:
         assert matches, f"no session folder for {name} in {list(self.sessions.iterdir())}"
         return matches[-1]
 
-    def run(self, *args: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, timeout: float = 60, env: dict | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, str(MAIN), *args],
             env={**self.env, **(env or {})},
@@ -99,7 +101,9 @@ def project(tmp_path: Path) -> Project:
     subprocess.run(["git", "-C", str(main_repo), "add", "-A"], check=True, env=env)
     subprocess.run(["git", "-C", str(main_repo), "commit", "-qm", "init"], check=True, env=env)
     config = tmp_path / "repo" / ".samocode"
-    config.write_text(f"MAIN_REPO={main_repo}\nWORKTREES={tmp_path / 'wt'}\nSESSIONS={tmp_path / 'sessions'}\n")
+    config.write_text(
+        f"MAIN_REPO={main_repo}\nWORKTREES={tmp_path / 'wt'}\nSESSIONS={tmp_path / 'sessions'}\n"
+    )
     scenario = tmp_path / "scenario.json"
     record = tmp_path / "record.jsonl"
     env.update(

@@ -14,7 +14,9 @@ OWNED = ("Phase", "Iteration", "Total Iterations", "Blocked", "Waiting For", "To
 
 
 def test_template_parses_to_a_fresh_state():
-    text = overview.render_new("demo", "2026-11-24 16:30", "/w", "task", "", "[000 @ 11-24 16:30] Session created")
+    text = overview.render_new(
+        "demo", "2026-11-24 16:30", "/w", "task", "", "[000 @ 11-24 16:30] Session created"
+    )
     ov = parse(text)
     state = ov.state()
     assert (state.phase, state.iteration, state.total) == (Phase.INVESTIGATION, 1, 0)
@@ -33,16 +35,23 @@ def test_phase_lines_in_code_blocks_and_other_sections_are_not_the_status():
 
 
 def test_crlf_and_unicode_survive_a_rewrite():
-    text = "# Сессия ✓\r\n\r\n## Status\r\nPhase: testing\r\nIteration: 2\r\nBlocked: no\r\n\r\n## Flow Log\r\n- [001 @ x] é\r\n"
+    text = (
+        "# Сессия ✓\r\n\r\n## Status\r\nPhase: testing\r\nIteration: 2\r\nBlocked: no\r\n\r\n"
+        "## Flow Log\r\n- [001 @ x] é\r\n"
+    )
     ov = parse(text)
     new = set_fields(ov, {"Iteration": "3", "Total Cost": "$1.00"})
-    assert new == text.replace("Iteration: 2\r\nBlocked: no\r\n", "Iteration: 3\r\nBlocked: no\r\nTotal Cost: $1.00\r\n")
+    assert new == text.replace(
+        "Iteration: 2\r\nBlocked: no\r\n", "Iteration: 3\r\nBlocked: no\r\nTotal Cost: $1.00\r\n"
+    )
     flowed = append_flow(new, "[002 @ y] ü")
     assert flowed.endswith("- [001 @ x] é\r\n- [002 @ y] ü\r\n")
 
 
 def test_setext_status_heading_and_bold_fields():
-    text = "Title\n=====\n\nStatus\n------\n**Phase:** requirements\n- Blocked: waiting_human\n\nFiles\n-----\n"
+    text = (
+        "Title\n=====\n\nStatus\n------\n**Phase:** requirements\n- Blocked: waiting_human\n\nFiles\n-----\n"
+    )
     ov = parse(text)
     assert ov.get("phase") == "requirements" and ov.get("blocked") == "waiting_human"
     new = set_fields(ov, {"Blocked": "no"})
@@ -72,7 +81,9 @@ def test_unknown_phase_and_bad_counter_are_reasons_not_crashes():
 
 def test_flow_log_append_goes_after_the_last_entry_not_at_the_end():
     text = "## Status\nPhase: testing\n\n## Flow Log\n- [001 @ a] one\n\n## Files\n- x.md\n"
-    assert append_flow(text, "[002 @ b] two") == text.replace("- [001 @ a] one\n", "- [001 @ a] one\n- [002 @ b] two\n")
+    assert append_flow(text, "[002 @ b] two") == text.replace(
+        "- [001 @ a] one\n", "- [001 @ a] one\n- [002 @ b] two\n"
+    )
     assert overview.flow_entries(append_flow(text, "[002 @ b] two")) == ["- [001 @ a] one", "- [002 @ b] two"]
 
 
@@ -145,6 +156,10 @@ def test_rewriting_owned_fields_leaves_every_other_byte_unchanged(doc, updates):
         kept = [ln for ln in status_new.splitlines(keepends=True) if ln.split(":")[0] not in added]
         original = doc[ov.status.body_start : ov.status.end]
         restore = {k: ov.fields[k.lower()].value for k in updates if k.lower() in ov.fields}
-        rebuilt = set_fields(parse(doc[: ov.status.body_start] + "".join(kept) + tail), restore) if restore else None
+        rebuilt = (
+            set_fields(parse(doc[: ov.status.body_start] + "".join(kept) + tail), restore)
+            if restore
+            else None
+        )
         expected = doc[: ov.status.body_start] + original + tail
         assert (rebuilt or doc[: ov.status.body_start] + "".join(kept) + tail) == expected

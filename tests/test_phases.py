@@ -14,25 +14,52 @@ def state(phase: str, iteration: int = 1, total: int = 5) -> SessionState:
 
 def test_caps_match_the_issue():
     caps = {p.value: r.cap for p, r in PHASES.items()}
-    assert caps == {"investigation": 20, "requirements": 10, "planning": 10, "implementation": 100,
-                    "testing": 20, "quality": 10, "done": 3}
+    assert caps == {
+        "investigation": 20,
+        "requirements": 10,
+        "planning": 10,
+        "implementation": 100,
+        "testing": 20,
+        "quality": 10,
+        "done": 3,
+    }
 
 
 @pytest.mark.parametrize(
     ("phase", "target"),
-    [("investigation", "requirements"), ("requirements", "planning"), ("implementation", "testing"),
-     ("implementation", "quality"), ("testing", "quality"), ("testing", "implementation"), ("testing", "done"),
-     ("quality", "testing"), ("quality", "done")],
+    [
+        ("investigation", "requirements"),
+        ("requirements", "planning"),
+        ("implementation", "testing"),
+        ("implementation", "quality"),
+        ("testing", "quality"),
+        ("testing", "implementation"),
+        ("testing", "done"),
+        ("quality", "testing"),
+        ("quality", "done"),
+    ],
 )
 def test_allowed_moves_reset_the_phase_iteration(phase, target):
     d = decide(state(phase, 4), Signal(Status.CONTINUE, phase=target))
-    assert (d.verdict, d.phase, d.iteration, d.total, d.accepted) == (Verdict.CONTINUE, Phase(target), 1, 6, True)
+    assert (d.verdict, d.phase, d.iteration, d.total, d.accepted) == (
+        Verdict.CONTINUE,
+        Phase(target),
+        1,
+        6,
+        True,
+    )
 
 
 @pytest.mark.parametrize(
     ("phase", "target"),
-    [("investigation", "planning"), ("investigation", "done"), ("requirements", "implementation"),
-     ("implementation", "done"), ("quality", "implementation"), ("done", "investigation")],
+    [
+        ("investigation", "planning"),
+        ("investigation", "done"),
+        ("requirements", "implementation"),
+        ("implementation", "done"),
+        ("quality", "implementation"),
+        ("done", "investigation"),
+    ],
 )
 def test_forbidden_moves_block_with_a_precise_reason(phase, target):
     d = decide(state(phase), Signal(Status.CONTINUE, phase=target))
@@ -62,10 +89,16 @@ def test_done_only_in_phase_done():
 
 @pytest.mark.parametrize(
     ("phase", "wait", "ok"),
-    [("requirements", WaitFor.QA_ANSWERS, True), ("planning", WaitFor.PLAN_APPROVAL, True),
-     ("implementation", WaitFor.HUMAN_ACTION, True), ("requirements", WaitFor.PLAN_APPROVAL, False),
-     ("planning", WaitFor.QA_ANSWERS, False), ("quality", WaitFor.HUMAN_ACTION, False),
-     ("investigation", WaitFor.QA_ANSWERS, False), ("implementation", None, False)],
+    [
+        ("requirements", WaitFor.QA_ANSWERS, True),
+        ("planning", WaitFor.PLAN_APPROVAL, True),
+        ("implementation", WaitFor.HUMAN_ACTION, True),
+        ("requirements", WaitFor.PLAN_APPROVAL, False),
+        ("planning", WaitFor.QA_ANSWERS, False),
+        ("quality", WaitFor.HUMAN_ACTION, False),
+        ("investigation", WaitFor.QA_ANSWERS, False),
+        ("implementation", None, False),
+    ],
 )
 def test_waiting_is_checked_against_what_the_phase_may_wait_for(phase, wait, ok):
     d = decide(state(phase), Signal(Status.WAITING, waiting_for=wait, phase="done"))
@@ -74,17 +107,30 @@ def test_waiting_is_checked_against_what_the_phase_may_wait_for(phase, wait, ok)
 
 
 def test_blocked_keeps_the_phase_and_the_reason():
-    d = decide(state("testing"), Signal(Status.BLOCKED, phase="done", reason="tests fail", needs=Need.ERROR_RESOLUTION))
-    assert (d.verdict, d.phase, d.reason, d.needs) == (Verdict.BLOCKED, Phase.TESTING, "tests fail", Need.ERROR_RESOLUTION)
+    d = decide(
+        state("testing"),
+        Signal(Status.BLOCKED, phase="done", reason="tests fail", needs=Need.ERROR_RESOLUTION),
+    )
+    assert (d.verdict, d.phase, d.reason, d.needs) == (
+        Verdict.BLOCKED,
+        Phase.TESTING,
+        "tests fail",
+        Need.ERROR_RESOLUTION,
+    )
     assert d.accepted
 
 
 @pytest.mark.parametrize(
     ("data", "reason"),
-    [([], "must be a JSON object"), ({}, "no 'status'"), ({"status": "finished"}, "unknown status"),
-     ({"status": "waiting", "for": "pizza"}, "unknown 'for'"), ({"status": "blocked", "needs": "coffee"}, "unknown 'needs'"),
-     ({"status": "waiting", "for": "qa_answers", "waiting_for": "plan_approval"}, "disagree"),
-     ({"status": 3}, "must be a string")],
+    [
+        ([], "must be a JSON object"),
+        ({}, "no 'status'"),
+        ({"status": "finished"}, "unknown status"),
+        ({"status": "waiting", "for": "pizza"}, "unknown 'for'"),
+        ({"status": "blocked", "needs": "coffee"}, "unknown 'needs'"),
+        ({"status": "waiting", "for": "qa_answers", "waiting_for": "plan_approval"}, "disagree"),
+        ({"status": 3}, "must be a string"),
+    ],
 )
 def test_malformed_signals_are_invalid_with_a_reason(data, reason):
     with pytest.raises(InvalidSignal, match=reason):
@@ -92,7 +138,10 @@ def test_malformed_signals_are_invalid_with_a_reason(data, reason):
 
 
 def test_waiting_for_is_a_synonym_of_for():
-    assert parse_signal({"status": "waiting", "waiting_for": "plan_approval"}).waiting_for is WaitFor.PLAN_APPROVAL
+    assert (
+        parse_signal({"status": "waiting", "waiting_for": "plan_approval"}).waiting_for
+        is WaitFor.PLAN_APPROVAL
+    )
 
 
 def test_unknown_phase_in_signal_blocks():

@@ -15,11 +15,20 @@ def sig(status: str, phase: str | None = None, **extra: str) -> dict:
 
 
 FULL = {
-    "investigation": {"signal": sig("continue", "requirements", summary="dived"), "flow": "Investigated",
-                      "files": {"{prefix}-dive-x.md": "# dive\n"}, "overview": {"Last Action": "Dive written"}},
-    "requirements": {"signal": sig("waiting", **{"for": "qa_answers"}, reason="questions"),
-                     "files": {"_qa.md": "## Q1\n**Answer:** _waiting_\n"}},
-    "planning": {"signal": sig("waiting", **{"for": "plan_approval"}), "files": {"{prefix}-plan-x.md": "- [ ] a\n"}},
+    "investigation": {
+        "signal": sig("continue", "requirements", summary="dived"),
+        "flow": "Investigated",
+        "files": {"{prefix}-dive-x.md": "# dive\n"},
+        "overview": {"Last Action": "Dive written"},
+    },
+    "requirements": {
+        "signal": sig("waiting", **{"for": "qa_answers"}, reason="questions"),
+        "files": {"_qa.md": "## Q1\n**Answer:** _waiting_\n"},
+    },
+    "planning": {
+        "signal": sig("waiting", **{"for": "plan_approval"}),
+        "files": {"{prefix}-plan-x.md": "- [ ] a\n"},
+    },
     "implementation": {"signal": sig("continue", "testing"), "code": {"feature.txt": "hello\n"}},
     "testing": {"signal": sig("continue", "quality")},
     "quality": {"signal": sig("continue", "done")},
@@ -52,7 +61,9 @@ def test_new_session_stops_at_qa_gate_then_plan_gate_then_runs_to_done(project):
     assert (ov.get("phase"), ov.get("waiting for")) == ("planning", "plan_approval")
     # Approval by hand-editing the overview, as the parent skill may do.
     text = (session / "_overview.md").read_text()
-    text = text.replace("Phase: planning", "Phase: implementation").replace("Blocked: waiting_human", "Blocked: no")
+    text = text.replace("Phase: planning", "Phase: implementation").replace(
+        "Blocked: waiting_human", "Blocked: no"
+    )
     (session / "_overview.md").write_text(text)
     third = project.worker("feat")
     assert third.returncode == 0, third.stderr
@@ -60,8 +71,16 @@ def test_new_session_stops_at_qa_gate_then_plan_gate_then_runs_to_done(project):
     assert ov.get("phase") == "done"
     history = [json.loads(line) for line in (session / "_signal_history.jsonl").read_text().splitlines()]
     phases = [h["phase"] for h in history if h.get("decision")]
-    assert phases == ["investigation", "requirements", "requirements", "planning", "implementation", "testing",
-                      "quality", "done"]
+    assert phases == [
+        "investigation",
+        "requirements",
+        "requirements",
+        "planning",
+        "implementation",
+        "testing",
+        "quality",
+        "done",
+    ]
     assert all(h["accepted"] for h in history if h.get("decision"))
     worktree = project.worktrees / session.name
     assert (worktree / "feature.txt").read_text() == "hello\n"

@@ -55,7 +55,11 @@ def test_an_unusable_signal_is_retried_once_then_blocks(project, bad, reason):
 def test_a_bad_signal_then_a_good_one_is_progress(project):
     project.scenario(
         sequence=[{"signal": "{"}, {"signal": {"status": "continue", "phase": "requirements"}}],
-        by_phase={"requirements": {"signal": {"status": "blocked", "reason": "need a human", "needs": "human_decision"}}},
+        by_phase={
+            "requirements": {
+                "signal": {"status": "blocked", "reason": "need a human", "needs": "human_decision"}
+            }
+        },
     )
     result = project.worker("s2")
     assert result.returncode == 4
@@ -78,7 +82,9 @@ def test_a_bad_signal_then_a_good_one_is_progress(project):
         ({"status": "continue"}, "must name the next phase"),
     ],
 )
-def test_a_signal_the_phase_does_not_allow_blocks_with_the_reason_in_overview_and_history(project, signal_, reason):
+def test_a_signal_the_phase_does_not_allow_blocks_with_the_reason_in_overview_and_history(
+    project, signal_, reason
+):
     project.scenario(by_phase={"investigation": {"signal": signal_}})
     result = project.worker("s3")
     assert result.returncode == 4
@@ -170,7 +176,9 @@ def test_idle_child_is_killed_and_recorded_as_idle(project):
 
 
 def test_leftover_descendants_of_a_successful_child_are_swept(project):
-    project.scenario(by_phase={"investigation": {"spawn": "setsid", "signal": {"status": "blocked", "reason": "x"}}})
+    project.scenario(
+        by_phase={"investigation": {"spawn": "setsid", "signal": {"status": "blocked", "reason": "x"}}}
+    )
     result = project.worker("s9")
     assert result.returncode == 4
     assert _pids_alive(_sleepers(project.root)) == []
@@ -205,7 +213,7 @@ def test_child_environment_has_claudecode_removed_and_prompt_on_stdin(project):
     argv = rec["argv"]
     assert argv[:5] == ["-p", "--output-format", "stream-json", "--verbose", "--dangerously-skip-permissions"]
     agent_file = argv[argv.index("--append-system-prompt-file") + 1]
-    assert "samocode-investigation" in agent_file and "## Signals" in open(agent_file).read()
+    assert "samocode-investigation" in agent_file and "## Signals" in Path(agent_file).read_text()
     assert argv[argv.index("--tools") + 1] == "Read,Write,Edit,Glob,Grep,Bash"
     assert argv[argv.index("--model") + 1] == "opus"
     assert rec["cwd"] == str(project.worktrees / project.session_dir("s11").name)

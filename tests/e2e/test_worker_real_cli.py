@@ -58,12 +58,15 @@ def phase_script(prompt: str) -> list:
         if qa.exists() and "_waiting_" not in qa.read_text():
             return [
                 Shell(f"printf '# Requirements\\n' > '{s}/{prefix}-requirements-demo.md'"),
-                Shell(_signal(s, {"status": "continue", "phase": "planning", "summary": "requirements written"})),
+                Shell(
+                    _signal(s, {"status": "continue", "phase": "planning", "summary": "requirements written"})
+                ),
                 Reply("Requirements done."),
             ]
         return [
             Shell(
-                f"printf '## Q1: Colour?\\n- A) red\\n- B) blue\\n**Suggestion:** A\\n**Answer:** _waiting_\\n'"
+                "printf '## Q1: Colour?\\n- A) red\\n- B) blue\\n"
+                f"**Suggestion:** A\\n**Answer:** _waiting_\\n'"
                 f" > '{qa}'"
             ),
             Shell(_signal(s, {"status": "waiting", "for": "qa_answers", "reason": "one question"})),
@@ -82,7 +85,10 @@ def phase_script(prompt: str) -> list:
             Reply("Implemented."),
         ]
     if phase == "testing":
-        return [Shell(_signal(s, {"status": "continue", "phase": "quality", "summary": "tests pass"})), Reply("ok")]
+        return [
+            Shell(_signal(s, {"status": "continue", "phase": "quality", "summary": "tests pass"})),
+            Reply("ok"),
+        ]
     if phase == "quality":
         return [Shell(_signal(s, {"status": "continue", "phase": "done", "summary": "clean"})), Reply("ok")]
     if phase == "done":
@@ -151,13 +157,21 @@ def _run_whole_session(config: Path, sessions: Path, env: dict) -> None:
     assert third.returncode == 0, third.stdout + third.stderr
     decisions = [h for h in _history(sessions) if h.get("decision")]
     assert [h["phase"] for h in decisions] == [
-        "investigation", "requirements", "requirements", "planning",
-        "implementation", "testing", "quality", "done",
+        "investigation",
+        "requirements",
+        "requirements",
+        "planning",
+        "implementation",
+        "testing",
+        "quality",
+        "done",
     ]
     assert all(h["accepted"] for h in decisions)
     worktree = config.parent.parent / "wt" / session.name
     assert (worktree / "feature.txt").read_text() == "hello\n"
-    log = subprocess.run(["git", "-C", str(worktree), "log", "--oneline"], capture_output=True, text=True).stdout
+    log = subprocess.run(
+        ["git", "-C", str(worktree), "log", "--oneline"], capture_output=True, text=True
+    ).stdout
     assert "Add feature" in log
 
 
@@ -211,7 +225,9 @@ def test_claude_usage_limit_is_waited_out_then_resumed(tmp_path, claude_bin):
 
     with ModelServer(script, unified_reset_in=5) as server:
         env = _worker_env(
-            claude_env(tmp_path / "home", server.port, login=Login.OAUTH), tmp_path, CLAUDE_PATH=str(claude_bin)
+            claude_env(tmp_path / "home", server.port, login=Login.OAUTH),
+            tmp_path,
+            CLAUDE_PATH=str(claude_bin),
         )
         started = time.monotonic()
         result = _worker(config, env, timeout=120)
