@@ -1,0 +1,426 @@
+"""The parent's commands: status, watch, approve, resume, answer, unblock.
+
+The functions above `dispatch` hold the logic: they return values or raise `Refused` (exit 7, the
+command does not fit the session's state) or another `SamocodeError`, and never print. A write
+command takes the session lease first, so it never races a running worker (which holds the lease
+for its whole run), checks the state, and changes nothing when it refuses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker import overview, session, status
+from worker.config import Project, load_project, load_settings
+from worker.errors import ConfigError, Refused
+from worker.overview import Overview, OverviewError
+from worker.phases import PHASES, Phase
+from worker.session import Lease, SessionPaths
+from worker.signals import InvalidSignal, WaitFor, append_history, read_history, read_signal
+
+_PLAN_WORDS = re.compile(r"plan[\s_-]*approv|approv\w*\s+(?:of\s+)?(?:the\s+|this\s+)?plan", re.IGNORECASE)
+_ANSWER = re.compile(
+    r"^[ \t]*(?:[-*+][ \t]+)?\*{0,2}answer\*{0,2}[ \t]*:[ \t]*\*{0,2}[ \t]*(?P<value>.*?)[ \t]*$", re.I
+)
+_SUGGESTION = re.compile(
+    r"^[ \t]*(?:[-*+][ \t]+)?\*{0,2}suggest(?:ion|ed)(?: option)?\*{0,2}[ \t]*:[ \t]*\*{0,2}[ \t]*"
+    r"(?P<value>.*?)[ \t]*$",
+    re.I,
+)
+WAITING = "_waiting_"
+
+
+def _stamp(now: dt.datetime) -> str:
+    return now.strftime("%Y-%m-%d %H:%M")
+
+
+def _flow(total: int, now: dt.datetime, event: str) -> str:
+    return f"[{total:03d} @ {now:%m-%d %H:%M}] {event}"
+
+
+def one_line(text: str, flag: str) -> str:
+    """A free-text argument as one line; empty is a usage error."""
+    value = " ".join(text.split())
+    if not value:
+        raise ConfigError(f"{flag} needs a non-empty text")
+    return value
+
+
+@contextlib.contextmanager
+def _leased(paths: SessionPaths, what: str) -> Iterator[None]:
+    lease = Lease(paths)
+    lease.acquire(what)  # SessionLocked (exit 6) when a worker runs on the session
+    try:
+        yield
+    finally:
+        lease.release()
+
+
+def _read(paths: SessionPaths) -> Overview:
+    try:
+        return overview.parse(overview.read_text(paths.overview))
+    except OverviewError as exc:
+        raise Refused(f"{exc.reason}; fix {paths.overview} by hand first (nothing changed)") from None
+
+
+def _state(paths: SessionPaths) -> tuple[Overview, Phase, int, int]:
+    ov = _read(paths)
+    try:
+        state = ov.state()
+    except OverviewError as exc:
+        raise Refused(f"{exc.reason}; fix {paths.overview} by hand first (nothing changed)") from None
+    return ov, state.phase, state.iteration, state.total
+
+
+def _record(paths: SessionPaths, now: dt.datetime, event: str, **fields: object) -> None:
+    """History first, then the overview, as the worker does."""
+    append_history(paths.history, {"time": _stamp(now), "event": event, **fields})
+
+
+def _last_decision_wait(history: list[dict]) -> str:
+    for record in reversed(history):
+        if record.get("event") in status.HUMAN_EVENTS:
+            return ""
+        if record.get("decision"):
+            return str(record.get("waiting_for") or "")
+    return ""
+
+
+def _signal_wait(paths: SessionPaths) -> str:
+    try:
+        signal, _ = read_signal(paths.signal)
+    except InvalidSignal:
+        return ""
+    return signal.waiting_for.value if signal.waiting_for else ""
+
+
+def waits_for_plan_approval(ov: Overview, paths: SessionPaths) -> bool:
+    plan = WaitFor.PLAN_APPROVAL.value
+    return (
+        ov.get("blocked").lower().startswith("waiting")
+        or bool(_PLAN_WORDS.search(ov.get("next")))
+        or ov.get("waiting for").lower() == plan
+        or _last_decision_wait(read_history(paths.history, limit=200)) == plan
+        or _signal_wait(paths) == plan
+    )
+
+
+def _hint_for_phase(phase: Phase) -> str:
+    if phase is Phase.DONE:
+        return "the session is done; use `resume --goal TEXT` for new work"
+    if phase in (Phase.IMPLEMENTATION, Phase.TESTING, Phase.QUALITY):
+        return "the plan is already approved; just start the worker"
+    return "there is no plan yet; start the worker and let it reach planning"
+
+
+# -- write commands ------------------------------------------------------------------------------
+
+
+def approve(paths: SessionPaths, now: dt.datetime) -> str:
+    """planning + waiting for plan approval + a plan file -> implementation, iteration 1."""
+    with _leased(paths, "approve"):
+        ov, phase, iteration, total = _state(paths)
+        if phase is not Phase.PLANNING:
+            raise Refused(
+                f"nothing to approve: phase is {phase.value}, not planning; {_hint_for_phase(phase)}"
+            )
+        if not waits_for_plan_approval(ov, paths):
+            raise Refused(
+                f"nothing to approve: phase is planning but the session does not wait for plan approval "
+                f"(Blocked: {ov.get('blocked') or '-'}, Next: {ov.get('next')[:80] or '-'}); "
+                "start the worker and let planning finish"
+            )
+        plan = status.newest_plan(paths.dir)
+        if plan is None:
+            raise Refused(f"no plan file in {paths.dir}: planning has not produced a plan yet")
+        _record(
+            paths,
+            now,
+            "approved",
+            phase=phase.value,
+            phase_after=Phase.IMPLEMENTATION.value,
+            iteration=iteration,
+            total=total,
+            plan=Path(plan).name,
+            by="samocode approve",
+        )
+        overview.update(
+            paths.overview,
+            {
+                "Phase": Phase.IMPLEMENTATION.value,
+                "Iteration": "1",
+                "Blocked": "no",
+                "Waiting For": None,
+                "Last Action": "Plan approved for implementation",
+                "Next": "Execute first implementation phase",
+            },
+            [_flow(total, now, "Plan approved for implementation via samocode approve")],
+        )
+    return f"plan approved ({Path(plan).name}): phase implementation; start the worker again"
+
+
+def resume(paths: SessionPaths, goal: str, now: dt.datetime) -> str:
+    """A done session reopened for new work: back to investigation."""
+    goal = one_line(goal, "--goal")
+    with _leased(paths, "resume"):
+        ov, phase, _, total = _state(paths)
+        if phase is not Phase.DONE:
+            raise Refused(
+                f"phase is {phase.value}, not done: resume only reopens a finished session; "
+                + _next_step(ov, phase, paths)
+            )
+        _record(paths, now, "resumed", phase=phase.value, phase_after=Phase.INVESTIGATION.value, goal=goal)
+        overview.update(
+            paths.overview,
+            {
+                "Phase": Phase.INVESTIGATION.value,
+                "Iteration": "1",
+                "Blocked": "no",
+                "Waiting For": None,
+                "Last Action": f"Resuming session for: {goal}",
+                "Next": f"Investigate approach for {goal}",
+            },
+            [_flow(total, now, f"Resuming: {goal}")],
+        )
+    return "session reopened: phase investigation; start the worker again"
+
+
+def unblock(paths: SessionPaths, note: str, now: dt.datetime) -> str:
+    """`Blocked: yes` cleared with the human's direction, which becomes Next."""
+    note = one_line(note, "--note")
+    with _leased(paths, "unblock"):
+        ov, phase, iteration, total = _state(paths)
+        blocked = ov.get("blocked")
+        if not blocked.lower().startswith("yes"):
+            raise Refused(
+                f"session is not blocked (Blocked: {blocked or '-'}, phase {phase.value}); "
+                + _next_step(ov, phase, paths)
+            )
+        fields: dict[str, str | None] = {
+            "Blocked": "no",
+            "Last Action": f"Unblocked by human: {note}",
+            "Next": note,
+        }
+        # A block for the phase's iteration cap would come straight back: the human's direction
+        # starts the count again.
+        capped = iteration > PHASES[phase].cap
+        if capped:
+            fields["Iteration"] = "1"
+        _record(paths, now, "unblocked", phase=phase.value, note=note, iteration_reset=capped or None)
+        overview.update(paths.overview, fields, [_flow(total, now, f"Human direction: {note}")])
+    return f"unblocked in phase {phase.value}; start the worker again"
+
+
+def _next_step(ov: Overview, phase: Phase, paths: SessionPaths) -> str:
+    """What the parent should do instead, for a refusal message."""
+    blocked = ov.get("blocked").lower()
+    if blocked.startswith("yes"):
+        return "it is blocked: use `unblock --note TEXT`"
+    if blocked.startswith("waiting"):
+        wait = ov.get("waiting for").lower()
+        if phase is Phase.PLANNING and wait in ("", "-", WaitFor.PLAN_APPROVAL.value):
+            return "it waits for plan approval: use `approve`"
+        if wait == WaitFor.QA_ANSWERS.value:
+            return f"it waits for answers in {paths.qa}: use `answer`"
+        return f"it waits for {wait or 'a human'}: see Last Action, then start the worker"
+    if phase is Phase.DONE:
+        return "use `resume --goal TEXT` for new work"
+    return "nothing to do but start the worker"
+
+
+# -- answers in _qa.md -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Question:
+    number: int  # 1-based, in file order
+    value_start: int
+    value_end: int
+    answer: str
+    suggestion: str
+
+    @property
+    def waiting(self) -> bool:
+        return self.answer == WAITING
+
+
+def questions(text: str) -> list[Question]:
+    """One question per `**Answer:**` line; its suggestion is the last one above it."""
+    found: list[Question] = []
+    suggestion = ""
+    pos = 0
+    for line in text.splitlines(keepends=True):
+        body = line.rstrip("\r\n")
+        if match := _ANSWER.match(body):
+            found.append(
+                Question(
+                    len(found) + 1,
+                    pos + match.start("value"),
+                    pos + match.end("value"),
+                    match.group("value"),
+                    suggestion,
+                )
+            )
+            suggestion = ""
+        elif match := _SUGGESTION.match(body):
+            suggestion = match.group("value").strip("* ")
+        pos += len(line)
+    return found
+
+
+def fill_answers(text: str, given: dict[int, str], accept: bool) -> tuple[str, list[int], list[int]]:
+    """The text with answers filled in; returns it, the numbers answered and those still waiting."""
+    found = questions(text)
+    waiting = [q for q in found if q.waiting]
+    if not waiting:
+        raise Refused("no question in _qa.md waits for an answer (no `**Answer:** _waiting_` line)")
+    numbers = [q.number for q in waiting]
+    for n in sorted(given):
+        if n > len(found):
+            raise Refused(f"there is no question {n}: _qa.md has {len(found)} (waiting: {_list(numbers)})")
+        if not found[n - 1].waiting:
+            raise Refused(f"question {n} is already answered (waiting: {_list(numbers)})")
+    answers = dict(given)
+    if accept:
+        missing = [q.number for q in waiting if q.number not in answers and not q.suggestion]
+        if missing:
+            raise Refused(
+                f"question {_list(missing)} has no suggestion; answer it with --set N=TEXT (nothing changed)"
+            )
+        answers.update({q.number: q.suggestion for q in waiting if q.number not in answers})
+    pieces, pos = [], 0
+    for q in waiting:
+        if q.number in answers:
+            pieces += [text[pos : q.value_start], answers[q.number]]
+            pos = q.value_end
+    pieces.append(text[pos:])
+    return "".join(pieces), sorted(answers), [n for n in numbers if n not in answers]
+
+
+def _list(numbers: list[int]) -> str:
+    return ", ".join(f"Q{n}" for n in numbers) or "none"
+
+
+def parse_sets(values: list[str]) -> dict[int, str]:
+    """`--set N=TEXT` values; a malformed one is a usage error."""
+    given: dict[int, str] = {}
+    for value in values:
+        number, sep, answer = value.partition("=")
+        if not sep or not number.strip().isdigit() or int(number) < 1:
+            raise ConfigError(f"--set needs N=TEXT with N a question number from 1, got '{value}'")
+        n = int(number)
+        if n in given:
+            raise ConfigError(f"--set gives question {n} twice")
+        text = one_line(answer, f"--set {n}=")
+        if WAITING in text:
+            raise ConfigError(f"--set {n}: the answer may not contain '{WAITING}'")
+        given[n] = text
+    return given
+
+
+def answer(paths: SessionPaths, given: dict[int, str], accept: bool, now: dt.datetime) -> str:
+    with _leased(paths, "answer"):
+        try:
+            text = paths.qa.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise Refused(f"no {paths.qa}: there are no questions to answer") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise Refused(f"cannot read {paths.qa}: {exc}") from None
+        new, answered, left = fill_answers(text, given, accept)
+        _record(paths, now, "answered", questions=answered, suggestions_accepted=accept or None)
+        with overview.locked(paths.dir):
+            overview.write_atomic(paths.qa, new)
+    message = f"answered {_list(answered)} in {paths.qa}"
+    if left:
+        return f"{message}; still waiting: {_list(left)}"
+    if WAITING in new:
+        return f"{message}; note: '{WAITING}' still appears elsewhere in _qa.md, so the session keeps waiting"
+    return f"{message}; all answered: start the worker again"
+
+
+def _await_session(project: Project, name: str, limit: float) -> SessionPaths:
+    """A session started a moment ago may not have its folder yet: wait a little for it."""
+    end = time.monotonic() + limit
+    while True:
+        try:
+            return session.find_existing(project.sessions, name)
+        except ConfigError:
+            if time.monotonic() >= end:
+                raise
+        time.sleep(min(status.POLL, max(0.0, end - time.monotonic())))
+
+
+# -- command line --------------------------------------------------------------------------------------
+
+
+def _project(args: argparse.Namespace) -> Project:
+    problems: list[str] = []
+    project = None
+    try:
+        project = load_project(args.config)
+    except ConfigError as exc:
+        problems += exc.problems
+    try:
+        session.check_name(args.session)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems or project is None:
+        raise ConfigError(problems)
+    return project
+
+
+def report(project: Project, paths: SessionPaths) -> status.Report:
+    try:
+        settings, problem = load_settings(os.environ), ""
+    except ConfigError as exc:
+        settings, problem = None, "; ".join(exc.problems)
+    fallback = project.worktrees / paths.dir.name
+    return status.build(
+        paths, status.rails_of(settings, problem), fallback if fallback.is_dir() else project.main_repo
+    )
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run one parent command; prints its result. Errors propagate to cli.main."""
+    project = _project(args)
+    if args.command == "watch":
+        started = time.monotonic()
+        paths = _await_session(project, args.session, min(status.START_GRACE, args.timeout))
+        result = status.watch(paths, max(0.0, args.timeout - (time.monotonic() - started)))
+        head = {"reason": result.reason, "waited_s": round(time.monotonic() - started, 1)}
+        rep = report(project, paths)
+        if args.json:
+            print(status.render_json(rep, extra={"watch": head}))
+        else:
+            line = f"Watch: {head['reason']} after {head['waited_s']:g}s"
+            print(line + "\n" + status.render_text(rep, status.MAX_BYTES - len(line) - 1))
+        return 0
+    paths = session.find_existing(project.sessions, args.session)
+    now = dt.datetime.now()
+    if args.command == "status":
+        rep = report(project, paths)
+        print(status.render_json(rep) if args.json else status.render_text(rep))
+        return 0
+    if args.command == "approve":
+        message = approve(paths, now)
+    elif args.command == "resume":
+        message = resume(paths, args.goal, now)
+    elif args.command == "unblock":
+        message = unblock(paths, args.note, now)
+    elif args.command == "answer":
+        given = parse_sets(args.set or [])
+        if not given and not args.accept_suggestions:
+            raise ConfigError("answer needs --accept-suggestions or at least one --set N=TEXT")
+        message = answer(paths, given, args.accept_suggestions, now)
+    else:
+        raise ConfigError(f"unknown command '{args.command}'")
+    print(f"samocode: {message}")
+    return 0
