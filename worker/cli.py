@@ -69,6 +69,44 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-iterations", type=_positive_int, default=0, help="stop after N iterations in this run"
     )
 
+    status = sub.add_parser("status", help="compact report of a session (under 1 KB)")
+    _session_args(status)
+    status.add_argument("--json", action="store_true", help="the same report as one JSON object")
+
+    watch = sub.add_parser(
+        "watch", help="wait until the Status section changes, the worker exits or the timeout passes"
+    )
+    _session_args(watch)
+    watch.add_argument(
+        "--timeout", type=_positive_float, default=540.0, help="longest wait in seconds (default 540)"
+    )
+    watch.add_argument("--json", action="store_true", help="print the report as one JSON object")
+
+    approve = sub.add_parser("approve", help="approve a plan waiting for plan_approval (-> implementation)")
+    _session_args(approve)
+
+    resume = sub.add_parser("resume", help="reopen a done session for new work (-> investigation)")
+    _session_args(resume)
+    resume.add_argument("--goal", required=True, help="what the new work is")
+
+    answer = sub.add_parser("answer", help="fill the waiting answers in _qa.md")
+    _session_args(answer)
+    answer.add_argument(
+        "--accept-suggestions",
+        action="store_true",
+        help="answer every waiting question with its suggestion (after any --set)",
+    )
+    answer.add_argument(
+        "--set",
+        action="append",
+        metavar="N=TEXT",
+        help="answer question N (the Nth in _qa.md) with TEXT; repeatable",
+    )
+
+    unblock = sub.add_parser("unblock", help="clear 'Blocked: yes' with the human's direction")
+    _session_args(unblock)
+    unblock.add_argument("--note", required=True, help="the human's direction (becomes Next)")
+
     config = sub.add_parser("config", help="print the resolved settings (secrets masked)")
     config.add_argument("--config", type=Path, help="also check this .samocode file")
     return parser
