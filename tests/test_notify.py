@@ -4,42 +4,53 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+import requests
 
-from worker.notify import NullNotifier, TelegramNotifier, format_event, make_notifier
+from worker.notify import NullNotifier, TelegramNotifier, format_event, make_notifier, masked
 
 TOKEN = "123456:SECRET-TOKEN-VALUE"
+REPO = Path(__file__).resolve().parents[1]
 
 
 class FakeTelegram:
-    """Answers sendMessage with the scripted statuses, in order (then 200); records every request."""
+    """Answers sendMessage with the scripted replies, in order (then 200); records every request.
 
-    def __init__(self, statuses: list[int] | None = None, delay: float = 0.0) -> None:
-        self.statuses = list(statuses or [])
-        self.delay = delay
-        self.requests: list[tuple[str, dict]] = []
+    A reply is a status code or a (status, JSON body) pair.
+    """
+
+    def __init__(self) -> None:
+        self.replies: list[int | tuple[int, dict]] = []
+        self.delay = 0.0
+        self.requests: list[tuple[str, dict, dict[str, str]]] = []
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                owner.requests.append((self.path, body))
+                owner.requests.append((self.path, body, dict(self.headers)))
                 if owner.delay:
                     time.sleep(owner.delay)
-                status = owner.statuses.pop(0) if owner.statuses else 200
-                payload = json.dumps({"ok": status == 200}).encode()
+                reply = owner.replies.pop(0) if owner.replies else 200
+                status, answer = reply if isinstance(reply, tuple) else (reply, {"ok": reply == 200})
+                payload = json.dumps(answer).encode()
                 try:
                     self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
                     self.wfile.write(payload)
                 except OSError:
-                    pass
+                    pass  # the client gave up (timeout test)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -53,6 +64,14 @@ class FakeTelegram:
         return f"http://127.0.0.1:{self.httpd.server_address[1]}"
 
 
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A proxy from the environment must not sit between the notifier and the loopback server.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+
 @pytest.fixture
 def telegram() -> Iterator[FakeTelegram]:
     server = FakeTelegram()
@@ -60,63 +79,170 @@ def telegram() -> Iterator[FakeTelegram]:
     yield server
     server.httpd.shutdown()
     server.httpd.server_close()
+    server.thread.join(timeout=2)
 
 
-def test_send_posts_plain_text_to_the_bot_path(telegram):
-    assert TelegramNotifier(TOKEN, "42", telegram.url).send("hello <b>&</b>")
-    (path, body) = telegram.requests[0]
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> str:
+    return "\n".join(r.getMessage() for r in caplog.records)
+
+
+def test_send_posts_plain_text_json_to_the_bot_path(telegram):
+    assert TelegramNotifier(TOKEN, "42", telegram.url).send("hello <b>&</b> *x*")
+    [(path, body, _)] = telegram.requests
     assert path == f"/bot{TOKEN}/sendMessage"
-    assert body["chat_id"] == "42" and body["text"] == "hello <b>&</b>" and "parse_mode" not in body
+    assert body == {"chat_id": "42", "text": "hello <b>&</b> *x*", "disable_web_page_preview": True}
+
+
+def test_a_trailing_slash_in_the_api_base_is_harmless(telegram):
+    assert TelegramNotifier(TOKEN, "42", telegram.url + "/").send("x")
+    assert telegram.requests[0][0] == f"/bot{TOKEN}/sendMessage"
 
 
 def test_a_server_error_is_retried_once(telegram):
-    telegram.statuses = [500]
+    telegram.replies = [500]
     assert TelegramNotifier(TOKEN, "42", telegram.url).send("x")
     assert len(telegram.requests) == 2
 
 
-def test_two_failures_give_up_and_log_without_the_token(telegram, caplog):
-    telegram.statuses = [502, 503]
+def test_two_server_errors_give_up_and_log_without_the_token(telegram, caplog):
+    telegram.replies = [500, 500]
     with caplog.at_level(logging.WARNING, logger="samocode.notify"):
         assert not TelegramNotifier(TOKEN, "42", telegram.url).send("x")
     assert len(telegram.requests) == 2
-    assert caplog.records and all(TOKEN not in r.getMessage() for r in caplog.records)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and r.name == "samocode.notify"]
+    assert warnings and "500" in warnings[-1].getMessage()
+    assert TOKEN not in logged(caplog)
 
 
-def test_a_client_error_is_not_retried(telegram):
-    telegram.statuses = [400]
+def test_a_client_error_is_not_retried(telegram, caplog):
+    telegram.replies = [(400, {"ok": False, "description": "Bad Request: chat not found"})]
+    with caplog.at_level(logging.WARNING, logger="samocode.notify"):
+        assert not TelegramNotifier(TOKEN, "42", telegram.url).send("x")
+    assert len(telegram.requests) == 1
+    assert "chat not found" in logged(caplog)
+
+
+def test_too_many_requests_waits_the_short_retry_after_then_retries(telegram):
+    telegram.replies = [(429, {"ok": False, "parameters": {"retry_after": 0.3}})]
+    started = time.monotonic()
+    assert TelegramNotifier(TOKEN, "42", telegram.url).send("x")
+    assert len(telegram.requests) == 2
+    assert time.monotonic() - started >= 0.3
+
+
+def test_too_many_requests_with_a_long_retry_after_is_dropped_at_once(telegram):
+    telegram.replies = [(429, {"ok": False, "parameters": {"retry_after": 30}})]
+    started = time.monotonic()
     assert not TelegramNotifier(TOKEN, "42", telegram.url).send("x")
     assert len(telegram.requests) == 1
+    assert time.monotonic() - started < 1.5
 
 
-def test_unreachable_server_is_logged_without_the_token(caplog):
+def test_connection_refused_returns_false_and_logs_without_the_token(caplog):
+    notifier = TelegramNotifier(TOKEN, "42", f"http://127.0.0.1:{closed_port()}", timeout=1)
     with caplog.at_level(logging.WARNING, logger="samocode.notify"):
-        assert not TelegramNotifier(TOKEN, "42", "http://127.0.0.1:9", timeout=1).send("x")
-    text = " ".join(r.getMessage() for r in caplog.records)
-    assert "telegram send failed" in text and TOKEN not in text and "***" in text
+        assert not notifier.send("x")
+    text = logged(caplog)
+    assert text.count("telegram send failed") == 2  # the retry happened too
+    assert TOKEN not in text and "/bot***/sendMessage" in text
 
 
-def test_a_hanging_server_costs_at_most_the_timeout_per_try(telegram):
-    telegram.delay = 2.0
+def test_a_hanging_server_costs_at_most_the_timeout_per_try(telegram, caplog):
+    telegram.delay = 3.0
     started = time.monotonic()
-    assert not TelegramNotifier(TOKEN, "42", telegram.url, timeout=0.5).send("x")
-    assert time.monotonic() - started < 0.5 * 2 + 1.0
+    with caplog.at_level(logging.WARNING, logger="samocode.notify"):
+        assert not TelegramNotifier(TOKEN, "42", telegram.url, timeout=0.5).send("x")
+    assert time.monotonic() - started < 0.5 * 2 + 0.8
+    assert len(telegram.requests) == 2
+    assert TOKEN not in logged(caplog)
+
+
+def test_urllib3_debug_logs_do_not_show_the_token(telegram, caplog):
+    with caplog.at_level(logging.DEBUG):
+        assert TelegramNotifier(TOKEN, "42", telegram.url).send("x")
+    assert any(r.name.startswith("urllib3") for r in caplog.records)  # the guard had something to scrub
+    assert TOKEN not in logged(caplog)
+
+
+def test_a_given_requests_session_is_used(telegram):
+    session = requests.Session()
+    session.headers["X-Samocode-Test"] = "yes"
+    try:
+        assert TelegramNotifier(TOKEN, "42", telegram.url, session=session).send("x")
+    finally:
+        session.close()
+    assert telegram.requests[0][2].get("X-Samocode-Test") == "yes"
 
 
 def test_long_text_is_cut_to_telegrams_limit(telegram):
-    TelegramNotifier(TOKEN, "42", telegram.url).send("y" * 5000)
-    assert len(telegram.requests[0][1]["text"]) == 4096
+    assert TelegramNotifier(TOKEN, "42", telegram.url).send("y" * 5000)
+    assert telegram.requests[0][1]["text"] == "y" * 4096
 
 
-def test_unconfigured_notifier_sends_nothing():
-    assert isinstance(make_notifier("", "42"), NullNotifier)
-    assert isinstance(make_notifier(TOKEN, None), NullNotifier)
-    assert not NullNotifier().send("x")
+def test_the_token_is_not_sent_in_the_text_or_shown_by_repr(telegram):
+    notifier = TelegramNotifier(TOKEN, "42", telegram.url)
+    assert notifier.send(f"failed: env had {TOKEN}")
+    assert TOKEN not in telegram.requests[0][1]["text"]
+    assert TOKEN not in repr(notifier)
 
 
-def test_messages_name_session_and_phase():
-    text = format_event("blocked", "dark-mode", "testing", "tests fail")
-    assert "dark-mode" in text and "testing" in text and "tests fail" in text
+def test_unconfigured_notifier_sends_nothing(telegram):
+    assert isinstance(make_notifier("", "42", telegram.url), NullNotifier)
+    assert isinstance(make_notifier(TOKEN, None, telegram.url), NullNotifier)
+    assert isinstance(make_notifier(None, None, None), NullNotifier)
+    assert not make_notifier(TOKEN, "", telegram.url).send("x")
+    assert telegram.requests == []
+
+
+def test_configured_notifier_uses_the_given_api_base(telegram):
+    assert make_notifier(TOKEN, "42", telegram.url).send("x")
+    assert isinstance(make_notifier(TOKEN, "42", None), TelegramNotifier)
+    assert len(telegram.requests) == 1
+
+
+def test_importing_the_module_does_not_import_requests():
+    code = "import sys, worker.notify; print('requests' in sys.modules)"
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=30, check=True
+    )
+    assert out.stdout.strip() == "False"
+
+
+def test_masked_hides_the_token():
+    assert masked(TOKEN + "-padding") == f"123…({len(TOKEN) + 8} chars)"
+    assert masked("short") == "***"
+    assert masked("") == "" and masked(None) == ""
+
+
+@pytest.mark.parametrize(
+    "kind", ["phase_change", "done", "waiting", "blocked", "failed", "interrupted", "usage_wait", "limit"]
+)
+def test_every_event_names_session_phase_and_detail(kind):
+    text = format_event(kind, "dark-mode", "testing", "tests fail")
+    first = text.splitlines()[0]
+    assert first.startswith("samocode · dark-mode")
+    assert "testing" in first and "tests fail" in first
+
+
+def test_usage_wait_carries_the_resume_time():
+    assert "resuming at 17:05" in format_event("usage_wait", "s", "planning", "resuming at 17:05")
+
+
+def test_iteration_and_cost_go_on_a_second_line():
+    text = format_event("done", "s", "done", "all good", iteration=12, cost_usd=3.456)
+    assert text.splitlines()[1] == "iteration 12 · $3.46"
+    assert len(format_event("done", "s", "done", "all good").splitlines()) == 1
+
+
+def test_a_long_detail_is_shortened():
+    text = format_event("failed", "s", "testing", "e" * 10_000)
+    assert len(text) < 700 and text.endswith("…")
 
 
 def test_worker_notifies_phase_changes_and_the_stop(project, telegram):
@@ -131,7 +257,10 @@ def test_worker_notifies_phase_changes_and_the_stop(project, telegram):
     env = {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_CHAT_ID": "42", "TELEGRAM_API_BASE": telegram.url}
     result = project.worker("notified", env=env)
     assert result.returncode == 4
-    texts = [body["text"] for _, body in telegram.requests]
+    texts = [body["text"] for _, body, _ in telegram.requests]
     assert any("investigation -> requirements" in t for t in texts), texts
     assert any("blocked" in t and "need a human" in t for t in texts), texts
     assert TOKEN not in result.stdout + result.stderr
+    session_log = project.session_dir("notified") / "session.log"
+    if session_log.exists():
+        assert TOKEN not in session_log.read_text()

@@ -1,17 +1,26 @@
 """Telegram notifications: one plain-text message per stop and phase change; never fatal.
 
-`requests` is imported on the first send, not at start-up. The bot token is part of the URL, so
-every message logged about a failure is scrubbed of it.
+`requests` is imported on the first send, not at start-up (the worker must start fast). The bot
+token is part of the URL, so it is scrubbed from every message this module logs and from the
+records urllib3 logs about the request.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import requests
 
 log = logging.getLogger("samocode.notify")
+
+DEFAULT_API_BASE = "https://api.telegram.org"
 MAX_TEXT = 4096  # Telegram's limit for one message
+MAX_DETAIL = 600  # a notification is a pointer to the session, not its log
+MAX_RETRY_AFTER = 2.0  # a longer 429 back-off is not worth holding the worker for
+_URLLIB3_LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry")
 
 
 class Notifier(Protocol):
@@ -19,70 +28,136 @@ class Notifier(Protocol):
 
 
 class NullNotifier:
-    """Used when Telegram is not configured."""
+    """Used when Telegram is not configured: sends nothing."""
 
     def send(self, text: str) -> bool:
         return False
 
 
+class _Scrub(logging.Filter):
+    """Rewrites a log record so it no longer contains any of the given secrets."""
+
+    def __init__(self) -> None:
+        super().__init__("samocode-token-scrub")
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "***")
+            record.msg, record.args = message, None
+        return True
+
+
+_scrub_filter = _Scrub()
+
+
+def _guard_third_party_logs(token: str) -> None:
+    # urllib3 logs the request line (with the token in the path) at DEBUG; if anyone turns that on,
+    # the token must still not reach a log.
+    if token in _scrub_filter.secrets:
+        return
+    _scrub_filter.secrets.add(token)
+    for name in _URLLIB3_LOGGERS:
+        logger = logging.getLogger(name)
+        if _scrub_filter not in logger.filters:
+            logger.addFilter(_scrub_filter)
+
+
 class TelegramNotifier:
+    """Bot API `sendMessage`, plain text, one retry on transient failures; never raises."""
+
     def __init__(
         self,
         token: str,
         chat_id: str,
-        api_base: str = "https://api.telegram.org",
+        api_base: str = DEFAULT_API_BASE,
         timeout: float = 5.0,
         retries: int = 1,
+        session: requests.Session | None = None,
     ) -> None:
-        self.token = token
+        self._token = token
         self.chat_id = chat_id
-        self.url = f"{api_base.rstrip('/')}/bot{token}/sendMessage"
+        self.api_base = api_base.rstrip("/")
         self.timeout = timeout
-        self.retries = retries
+        self.retries = max(0, retries)
+        self._session = session
+
+    def __repr__(self) -> str:
+        return (
+            f"TelegramNotifier(token={masked(self._token)}, chat_id={self.chat_id!r}, api={self.api_base!r})"
+        )
 
     def _scrub(self, text: str) -> str:
-        return text.replace(self.token, "***") if self.token else text
+        return text.replace(self._token, "***") if self._token else text
 
     def send(self, text: str) -> bool:
-        import requests
-
-        body = {"chat_id": self.chat_id, "text": text[:MAX_TEXT], "disable_web_page_preview": True}
-        for attempt in range(self.retries + 1):
-            last = attempt == self.retries
+        try:
+            import requests
+        except ImportError as exc:
+            log.warning("telegram send skipped: %s", exc)
+            return False
+        _guard_third_party_logs(self._token)
+        url = f"{self.api_base}/bot{self._token}/sendMessage"
+        # No parse_mode: plain text needs no escaping and can never be rejected for markup.
+        body = {
+            "chat_id": self.chat_id,
+            "text": self._scrub(text)[:MAX_TEXT],
+            "disable_web_page_preview": True,
+        }
+        post = self._session.post if self._session is not None else requests.post
+        attempts = self.retries + 1
+        for attempt in range(1, attempts + 1):
             try:
-                response = requests.post(self.url, json=body, timeout=self.timeout)
-            except requests.RequestException as exc:
-                log.warning("telegram send failed (attempt %d): %s", attempt + 1, self._scrub(str(exc)))
-                if last:
-                    return False
+                response = post(url, json=body, timeout=self.timeout)
+            except (requests.RequestException, ValueError) as exc:
+                log.warning(
+                    "telegram send failed (attempt %d/%d): %s", attempt, attempts, self._scrub(str(exc))
+                )
                 continue
             if response.ok:
                 return True
-            retryable = response.status_code == 429 or response.status_code >= 500
+            status = response.status_code
             log.warning(
-                "telegram answered %d (attempt %d): %s",
-                response.status_code,
-                attempt + 1,
+                "telegram answered %d (attempt %d/%d): %s",
+                status,
+                attempt,
+                attempts,
                 self._scrub(response.text[:200]),
             )
-            if not retryable or last:
-                return False
-            if response.status_code == 429:
-                time.sleep(min(_retry_after(response), 2.0))
+            if status != 429 and status < 500:
+                return False  # our request is wrong (bad chat id, bad token); repeating it cannot help
+            if status == 429 and attempt < attempts:
+                wait = _retry_after(response)
+                if wait > MAX_RETRY_AFTER:
+                    log.warning("telegram asks to wait %.0f s; message dropped", wait)
+                    return False
+                time.sleep(wait)
         return False
 
 
-def _retry_after(response: object) -> float:
+def _retry_after(response: Any) -> float:
     try:
-        return float(response.json()["parameters"]["retry_after"])  # type: ignore[attr-defined]
+        return max(0.0, float(response.json()["parameters"]["retry_after"]))
     except (ValueError, KeyError, TypeError):
         return 1.0
 
 
 def make_notifier(token: str | None, chat_id: str | None, api_base: str | None = None) -> Notifier:
+    """Telegram when both the token and the chat id are set, otherwise a notifier that does nothing."""
     if token and chat_id:
-        return TelegramNotifier(token, chat_id, api_base or "https://api.telegram.org")
+        return TelegramNotifier(token, chat_id, api_base or DEFAULT_API_BASE)
     return NullNotifier()
+
+
+def masked(token: str | None) -> str:
+    """A token for settings dumps: a short prefix and the length, or only `***` when short."""
+    if not token:
+        return ""
+    if len(token) < 20:
+        return "***"
+    return f"{token[:3]}…({len(token)} chars)"
 
 
 _HEADLINES = {
@@ -97,7 +172,26 @@ _HEADLINES = {
 }
 
 
-def format_event(kind: str, session: str, phase: str, detail: str = "") -> str:
-    """One short plain-text message: 'samocode · <session> [<phase>]: <headline>'."""
-    headline = _HEADLINES.get(kind, kind + " {detail}").format(detail=detail).strip()
-    return f"samocode · {session} [{phase}]: {headline}"[:MAX_TEXT]
+def format_event(
+    kind: str,
+    session: str,
+    phase: str,
+    detail: str = "",
+    *,
+    iteration: int | None = None,
+    cost_usd: float | None = None,
+) -> str:
+    """A short plain-text message: 'samocode · <session> [<phase>]: <headline>' plus optional numbers."""
+    if len(detail) > MAX_DETAIL:
+        detail = detail[: MAX_DETAIL - 1] + "…"
+    headline = _HEADLINES.get(kind, kind + " {detail}").replace("{detail}", detail).strip()
+    where = f" [{phase}]" if phase and phase != "?" else ""
+    lines = [f"samocode · {session}{where}: {headline}"]
+    facts = []
+    if iteration is not None:
+        facts.append(f"iteration {iteration}")
+    if cost_usd is not None:
+        facts.append(f"${cost_usd:.2f}")
+    if facts:
+        lines.append(" · ".join(facts))
+    return "\n".join(lines)[:MAX_TEXT]
