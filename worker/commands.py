@@ -351,11 +351,15 @@ def _await_session(project: Project, name: str, limit: float) -> SessionPaths:
     end = time.monotonic() + limit
     while True:
         try:
-            return session.find_existing(project.sessions, name)
+            paths = session.find_existing(project.sessions, name)
         except ConfigError:
             if time.monotonic() >= end:
                 raise
-        time.sleep(min(status.POLL, max(0.0, end - time.monotonic())))
+        else:
+            # The folder comes first, the overview after the worktree: watch from the overview.
+            if paths.overview.exists() or time.monotonic() >= end:
+                return paths
+        time.sleep(min(0.2, max(0.0, end - time.monotonic())))
 
 
 # -- command line --------------------------------------------------------------------------------------
