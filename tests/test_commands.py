@@ -525,6 +525,18 @@ def test_unblock_restarts_the_count_of_a_phase_that_hit_its_cap(project):
     assert ov(folder).get("iteration") == "1"
 
 
+def test_unblock_of_a_budget_block_says_the_cap_still_applies(project):
+    project.scenario(by_phase={"investigation": {"signal": {"status": "continue", "phase": "investigation"}}})
+    cap = {"SAMOCODE_MAX_COST_USD": "0.01"}  # one fake iteration costs $0.0125
+    assert project.worker("money", "--task", "t", env=cap).returncode == 4
+    folder = project.session_dir("money")
+    assert [h["needs"] for h in history(folder) if h.get("decision")][-1] == "budget"
+    result = cmd(project, "unblock", "money", "--note", "Spend more")
+    assert result.returncode == 0 and "spend cap still applies" in result.stdout
+    calls = len(project.records())
+    assert project.worker("money", env=cap).returncode == 4 and len(project.records()) == calls
+
+
 @pytest.mark.parametrize(
     ("fields", "needle"),
     [

@@ -24,7 +24,7 @@ from worker.errors import ConfigError, Refused
 from worker.overview import Overview, OverviewError
 from worker.phases import PHASES, Phase
 from worker.session import Lease, SessionPaths
-from worker.signals import InvalidSignal, WaitFor, append_history, read_history, read_signal
+from worker.signals import InvalidSignal, Need, WaitFor, append_history, read_history, read_signal
 
 _PLAN_WORDS = re.compile(r"plan[\s_-]*approv|approv\w*\s+(?:of\s+)?(?:the\s+|this\s+)?plan", re.IGNORECASE)
 _ANSWER = re.compile(
@@ -85,13 +85,14 @@ def _record(paths: SessionPaths, now: dt.datetime, event: str, **fields: object)
     append_history(paths.history, {"time": _stamp(now), "event": event, **fields})
 
 
-def _last_decision_wait(history: list[dict]) -> str:
+def _last_decision(history: list[dict]) -> dict:
+    """The worker's last decision, unless a parent command came after it."""
     for record in reversed(history):
         if record.get("event") in status.HUMAN_EVENTS:
-            return ""
+            return {}
         if record.get("decision"):
-            return str(record.get("waiting_for") or "")
-    return ""
+            return record
+    return {}
 
 
 def _signal_wait(paths: SessionPaths) -> str:
@@ -108,7 +109,7 @@ def waits_for_plan_approval(ov: Overview, paths: SessionPaths) -> bool:
         ov.get("blocked").lower().startswith("waiting")
         or bool(_PLAN_WORDS.search(ov.get("next")))
         or ov.get("waiting for").lower() == plan
-        or _last_decision_wait(read_history(paths.history, limit=200)) == plan
+        or _last_decision(read_history(paths.history, limit=200)).get("waiting_for") == plan
         or _signal_wait(paths) == plan
     )
 
@@ -214,9 +215,13 @@ def unblock(paths: SessionPaths, note: str, now: dt.datetime) -> str:
         capped = iteration > PHASES[phase].cap
         if capped:
             fields["Iteration"] = "1"
+        budget = _last_decision(read_history(paths.history, limit=200)).get("needs") == Need.BUDGET.value
         _record(paths, now, "unblocked", phase=phase.value, note=note, iteration_reset=capped or None)
         overview.update(paths.overview, fields, [_flow(total, now, f"Human direction: {note}")])
-    return f"unblocked in phase {phase.value}; start the worker again"
+    message = f"unblocked in phase {phase.value}; start the worker again"
+    if budget:
+        message += " (the spend cap still applies: raise SAMOCODE_MAX_COST_USD first or it blocks again)"
+    return message
 
 
 def _next_step(ov: Overview, phase: Phase, paths: SessionPaths) -> str:
