@@ -307,6 +307,8 @@ def test_approve_then_run_proceeds_through_implementation_to_done(project):
         "planning",
         "implementation",
     )
+    assert record["overview"]["fields"]["Phase"] == "implementation"  # the change, journaled first
+    assert record["overview"]["flow"] == [overview.flow_entries(state.text, 1)[0].removeprefix("- ")]
     status = json.loads(cmd(project, "status", "feat", "--json").stdout)
     assert (status["phase"], status["waiting_for"]) == ("implementation", None)
     refused(cmd(project, "approve", "feat"), "phase is implementation", "already approved")

@@ -80,9 +80,18 @@ def _state(paths: SessionPaths) -> tuple[Overview, Phase, int, int]:
     return ov, state.phase, state.iteration, state.total
 
 
-def _record(paths: SessionPaths, now: dt.datetime, event: str, **fields: object) -> None:
-    """History first, then the overview, as the worker does."""
-    append_history(paths.history, {"time": _stamp(now), "event": event, **fields})
+def _commit(
+    paths: SessionPaths,
+    now: dt.datetime,
+    record: dict[str, object],
+    fields: dict[str, str | None] | None = None,
+    flow: tuple[str, ...] = (),
+) -> None:
+    """History first (with the overview change it implies), then the overview, as the worker does."""
+    change = {"overview": {"fields": fields, "flow": list(flow)}} if fields or flow else {}
+    append_history(paths.history, {"time": _stamp(now), **record, **change})
+    if fields or flow:
+        overview.update(paths.overview, fields or {}, flow)
 
 
 def _last_decision(history: list[dict]) -> dict:
@@ -142,19 +151,19 @@ def approve(paths: SessionPaths, now: dt.datetime) -> str:
         plan = status.newest_plan(paths.dir)
         if plan is None:
             raise Refused(f"no plan file in {paths.dir}: planning has not produced a plan yet")
-        _record(
+        record = {
+            "event": "approved",
+            "phase": phase.value,
+            "phase_after": Phase.IMPLEMENTATION.value,
+            "iteration": iteration,
+            "total": total,
+            "plan": Path(plan).name,
+            "by": "samocode approve",
+        }
+        _commit(
             paths,
             now,
-            "approved",
-            phase=phase.value,
-            phase_after=Phase.IMPLEMENTATION.value,
-            iteration=iteration,
-            total=total,
-            plan=Path(plan).name,
-            by="samocode approve",
-        )
-        overview.update(
-            paths.overview,
+            record,
             {
                 "Phase": Phase.IMPLEMENTATION.value,
                 "Iteration": "1",
@@ -163,7 +172,7 @@ def approve(paths: SessionPaths, now: dt.datetime) -> str:
                 "Last Action": "Plan approved for implementation",
                 "Next": "Execute first implementation phase",
             },
-            [_flow(total, now, "Plan approved for implementation via samocode approve")],
+            (_flow(total, now, "Plan approved for implementation via samocode approve"),),
         )
     return f"plan approved ({Path(plan).name}): phase implementation; start the worker again"
 
@@ -178,9 +187,11 @@ def resume(paths: SessionPaths, goal: str, now: dt.datetime) -> str:
                 f"phase is {phase.value}, not done: resume only reopens a finished session; "
                 + _next_step(ov, phase, paths)
             )
-        _record(paths, now, "resumed", phase=phase.value, phase_after=Phase.INVESTIGATION.value, goal=goal)
-        overview.update(
-            paths.overview,
+        record = {"event": "resumed", "phase": phase.value, "phase_after": Phase.INVESTIGATION.value}
+        _commit(
+            paths,
+            now,
+            {**record, "goal": goal},
             {
                 "Phase": Phase.INVESTIGATION.value,
                 "Iteration": "1",
@@ -189,7 +200,7 @@ def resume(paths: SessionPaths, goal: str, now: dt.datetime) -> str:
                 "Last Action": f"Resuming session for: {goal}",
                 "Next": f"Investigate approach for {goal}",
             },
-            [_flow(total, now, f"Resuming: {goal}")],
+            (_flow(total, now, f"Resuming: {goal}"),),
         )
     return "session reopened: phase investigation; start the worker again"
 
@@ -216,8 +227,8 @@ def unblock(paths: SessionPaths, note: str, now: dt.datetime) -> str:
         if capped:
             fields["Iteration"] = "1"
         budget = _last_decision(read_history(paths.history, limit=200)).get("needs") == Need.BUDGET.value
-        _record(paths, now, "unblocked", phase=phase.value, note=note, iteration_reset=capped or None)
-        overview.update(paths.overview, fields, [_flow(total, now, f"Human direction: {note}")])
+        record = {"event": "unblocked", "phase": phase.value, "note": note, "iteration_reset": capped or None}
+        _commit(paths, now, record, fields, (_flow(total, now, f"Human direction: {note}"),))
     message = f"unblocked in phase {phase.value}; start the worker again"
     if budget:
         message += " (the spend cap still applies: raise SAMOCODE_MAX_COST_USD first or it blocks again)"
@@ -340,7 +351,7 @@ def answer(paths: SessionPaths, given: dict[int, str], accept: bool, now: dt.dat
         except (OSError, UnicodeDecodeError) as exc:
             raise Refused(f"cannot read {paths.qa}: {exc}") from None
         new, answered, left = fill_answers(text, given, accept)
-        _record(paths, now, "answered", questions=answered, suggestions_accepted=accept or None)
+        _commit(paths, now, {"event": "answered", "questions": answered, "accepted": accept or None})
         with overview.locked(paths.dir):
             overview.write_atomic(paths.qa, new)
     message = f"answered {_list(answered)} in {paths.qa}"
