@@ -20,7 +20,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -101,11 +101,7 @@ def _own_children() -> set[int]:
     return children
 
 
-def _orphans(before: set[int], child: int) -> frozenset[int]:
-    return frozenset(_own_children() - before - {child})
-
-
-def _signal_all(pgid: int | None, pids: list[int], sig: int) -> None:
+def _signal_all(pgid: int | None, pids: Iterable[int], sig: int) -> None:
     if pgid is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pgid, sig)
@@ -114,34 +110,52 @@ def _signal_all(pgid: int | None, pids: list[int], sig: int) -> None:
             os.kill(pid, sig)
 
 
-def _reap(pids: list[int]) -> None:
+def _reap(pids: Iterable[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ChildProcessError, OSError):
             os.waitpid(pid, os.WNOHANG)
 
 
 def terminate_tree(
-    proc: subprocess.Popen[bytes] | None, tag: str, grace: float, orphans: frozenset[int] = frozenset()
+    proc: subprocess.Popen[bytes] | None,
+    tag: str,
+    grace: float,
+    orphans: frozenset[int] = frozenset(),
+    before: frozenset[int] | None = None,
 ) -> int:
-    """TERM the child's group, every tagged descendant and the orphans that reparented to us,
-    then KILL what survives the grace. Returns how many other processes there were."""
+    """TERM the child's group, every tagged process and our orphans; KILL what is left after
+    `grace`. Returns how many processes besides the child there were.
+
+    The victims are looked up again on every round: a process whose parent dies meanwhile
+    reparents to us (we are the subreaper) and is caught on the next look."""
     pgid = proc.pid if proc is not None else None
-    victims = sorted(set(tagged_pids(tag)) | orphans)
-    _signal_all(pgid, victims, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        alive = (proc is not None and proc.poll() is None) or any(_alive(p) for p in victims)
-        if not alive:
+    child = proc.pid if proc is not None else -1
+    seen: set[int] = set(orphans)
+    sig = signal.SIGTERM
+    started = time.monotonic()
+    while True:
+        found = set(tagged_pids(tag)) if tag else set()
+        if before is not None:
+            found |= _own_children() - before - {child}
+        seen |= found
+        alive = [p for p in seen if _alive(p)]
+        child_alive = proc is not None and proc.poll() is None
+        if not alive and not child_alive:
             break
-        _reap(victims)
-        time.sleep(0.05)
-    stragglers = tagged_pids(tag)
-    _signal_all(pgid, [*victims, *stragglers], signal.SIGKILL)
+        _signal_all(pgid, alive, sig)
+        _reap(seen)
+        waited = time.monotonic() - started
+        if sig == signal.SIGTERM and waited >= grace:
+            sig = signal.SIGKILL
+            continue
+        if waited >= grace + max(grace, 2.0):
+            break  # unkillable (D state): give up rather than hang the worker
+        time.sleep(0.02 if waited < 0.2 else 0.05)
     if proc is not None:
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=grace)
-    _reap([*victims, *stragglers])
-    return len(set(victims) | set(stragglers))
+            proc.wait(timeout=max(grace, 1.0))
+    _reap(seen)
+    return len(seen)
 
 
 def _alive(pid: int) -> bool:
@@ -222,29 +236,38 @@ def run(
     stop: threading.Event,
     on_spawn: Callable[[int, str], None] | None = None,
     markers: tuple[bytes, ...] = (),
+    tag: str = "",
 ) -> RunResult:
     """Run the child to its end. Never raises for anything the child does.
 
-    `on_line` gets the stdout lines containing one of `markers` (every line when empty)."""
-    tag = secrets.token_hex(8)
+    `on_line` gets the stdout lines containing one of `markers` (every line when empty). `tag`
+    (made up when empty) goes into the environment of the child and everything it starts; the
+    caller may record it first, so a worker that dies can have the processes swept later."""
+    tag = tag or secrets.token_hex(8)
     env = {**inv.env, TAG_VAR: tag}
-    stdin = open(inv.stdin, "rb") if inv.stdin else subprocess.DEVNULL  # noqa: SIM115
     started = time.monotonic()
-    before = _own_children()
+    before = frozenset(_own_children())
     try:
-        proc = subprocess.Popen(
-            list(inv.argv),
-            cwd=inv.cwd,
-            env=env,
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=stderr_fd,
-            start_new_session=True,
-            close_fds=True,
-        )
-    finally:
-        if inv.stdin:
-            stdin.close()  # type: ignore[union-attr]
+        stdin = open(inv.stdin, "rb") if inv.stdin else subprocess.DEVNULL  # noqa: SIM115
+        try:
+            proc = subprocess.Popen(
+                list(inv.argv),
+                cwd=inv.cwd,
+                env=env,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=stderr_fd,
+                start_new_session=True,
+                close_fds=True,
+            )
+        finally:
+            if inv.stdin:
+                stdin.close()  # type: ignore[union-attr]
+    except OSError as exc:
+        # The CLI vanished or cannot run: reported like a child that failed at once.
+        with contextlib.suppress(OSError):
+            os.write(stderr_fd, f"samocode: cannot start {inv.argv[0]}: {exc.strerror}\n".encode())
+        return RunResult(Ending.EXITED, 127, time.monotonic() - started, 0, b"", 0)
     if on_spawn:
         on_spawn(proc.pid, tag)
     assert proc.stdout is not None
@@ -297,22 +320,22 @@ def run(
                     del tail[:-TAIL_BYTES]
                 lines.feed(chunk)
     lines.close()
-    leftovers = 0
+    ended = time.monotonic()
     if ending is not Ending.EXITED:
-        leftovers = terminate_tree(proc, tag, limits.kill_grace, _orphans(before, proc.pid))
+        leftovers = terminate_tree(proc, tag, limits.kill_grace, before=before)
     else:
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=limits.pipe_grace)
-        except subprocess.TimeoutExpired:
-            leftovers = terminate_tree(proc, tag, limits.kill_grace, _orphans(before, proc.pid))
-        # Anything orphaned onto us outlived the child: sweep it with everything tagged.
-        if leftovers == 0 and (orphans := _orphans(before, proc.pid)):
-            leftovers = terminate_tree(None, tag, limits.kill_grace, orphans)
+        # Anything still tagged, or orphaned onto us, outlived the child: sweep it. A clean exit
+        # (pipe closed, child gone, nothing reparented to us) costs no /proc scan.
+        leftovers = 0
+        if not eof or proc.poll() is None or _own_children() - before - {proc.pid}:
+            leftovers = terminate_tree(proc, tag, limits.kill_grace, before=before)
     proc.stdout.close()
     return RunResult(
         ending=ending,
         exit_code=proc.returncode,
-        duration=time.monotonic() - started,
+        duration=ended - started,
         stdout_bytes=total,
         tail=bytes(tail[-TAIL_BYTES:]),
         leftovers=leftovers,

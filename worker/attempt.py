@@ -1,0 +1,140 @@
+"""One attempt of an iteration: the child's prompt and log files, the child's run, its record and
+its signal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker import process, prompt, rails
+from worker.config import Settings
+from worker.journal import JournalError, stamp
+from worker.phases import SessionState
+from worker.providers import IterationRecord, IterationRequest, Provider
+from worker.signals import InvalidSignal, Signal, clear_signal, read_signal
+from worker.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Attempt:
+    record: IterationRecord
+    run: process.RunResult
+    signal: Signal | None
+    raw: dict | None
+    invalid: str  # why the signal cannot be used; '' when it can
+    log_name: str
+
+    def summary(self) -> str:
+        run = self.run
+        line = (
+            f"attempt {self.log_name}: {run.ending.value} exit={run.exit_code} "
+            f"{run.stdout_bytes} bytes in {run.duration:.1f}s"
+        )
+        return line + (f", {run.leftovers} leftover processes killed" if run.leftovers else "")
+
+
+class SignalStuck(Exception):
+    """`_signal.json` cannot be cleared (it is a directory): no attempt can give a fresh verdict."""
+
+
+@dataclass(frozen=True)
+class Request:
+    state: SessionState
+    task: str
+    dive: str
+    previous: str  # what this attempt is told about the one before
+    tag: str  # carried by every process of the attempt, for the sweep
+    now: dt.datetime
+
+
+def run_attempt(
+    ws: Workspace, provider: Provider, settings: Settings, stop: threading.Event, req: Request
+) -> Attempt:
+    """Clear the old signal, write the prompt and log files, run the child, read what it left.
+
+    JournalError when the iteration's files cannot be written; SignalStuck as above."""
+    paths, state = ws.paths, req.state
+    try:
+        clear_signal(paths.signal)  # only this attempt's verdict counts, never a stale one
+    except InvalidSignal as exc:
+        raise SignalStuck(exc.reason) from None
+    ctx = prompt.Context(
+        session_dir=paths.dir,
+        working_dir=ws.working_dir,
+        main_repo=ws.project.main_repo,
+        branch=ws.branch,
+        phase=state.phase,
+        iteration=state.iteration,
+        total=state.total,
+        now=stamp(req.now),
+        time_limit=provider.timeout,
+        provider=provider.name,
+        task=req.task,
+        dive=req.dive,
+        previous_attempt=req.previous,
+    )
+    agent = prompt.load_agent(state.phase)
+    base = paths.logs / f"{req.now:%m-%d-%H%M}-{state.total + 1:03d}-{state.phase.value}.jsonl"
+    log_fd = stderr_fd = -1
+    try:
+        paths.logs.mkdir(exist_ok=True)
+        prepared = provider.prepare(
+            IterationRequest(
+                prompt.load_workflow(), prompt.session_context(ctx), agent, ws.working_dir, paths.logs
+            )
+        )
+        log_path, log_fd = process.open_exclusive(base)
+        stderr_path = log_path.with_suffix(".stderr")
+        prompt_path = log_path.with_suffix(".prompt.md")
+        prompt_path.write_text(prepared.prompt, encoding="utf-8")
+        stderr_fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except OSError as exc:
+        for fd in (log_fd, stderr_fd):
+            if fd >= 0:
+                os.close(fd)
+        raise JournalError(f"cannot write the iteration's files in {paths.logs}: {exc.strerror}") from None
+    parser = provider.parser()
+    limits = process.Limits(
+        timeout=provider.timeout, idle_timeout=settings.idle_timeout, kill_grace=settings.kill_grace
+    )
+    try:
+        run = process.run(
+            process.Invocation(prepared.argv, prepared.env, ws.working_dir, prompt_path),
+            log_fd,
+            stderr_fd,
+            limits,
+            parser.feed,
+            stop,
+            markers=parser.markers,
+            tag=req.tag,
+        )
+    finally:
+        os.close(log_fd)
+        os.close(stderr_fd)
+    rails.crash_point("child-exited")
+    record = parser.finish(run, _tail(stderr_path))
+    signal, raw, invalid = _read_signal(paths.signal)
+    rails.crash_point("signal-read")
+    return Attempt(record, run, signal, raw, invalid, log_path.name)
+
+
+def _read_signal(path: Path) -> tuple[Signal | None, dict | None, str]:
+    try:
+        signal, raw = read_signal(path)
+    except InvalidSignal as exc:
+        return None, None, exc.reason
+    except RecursionError:  # json.loads on '[[[[…' within the size limit
+        return None, None, "_signal.json is nested too deeply"
+    return signal, raw, ""
+
+
+def _tail(path: Path, size: int = 8192) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - size))
+            return handle.read().decode("utf-8", "replace")
+    except OSError:
+        return ""

@@ -1,0 +1,266 @@
+"""The session's journal: how the worker writes so that `kill -9` at any moment loses nothing.
+
+The order of the worker's writes in one iteration:
+1. `.samocode.iteration.json`, the in-flight marker, before the child starts. It names the iteration
+   and the tag every process of the iteration carries in its environment;
+2. a line in `_signal_history.jsonl` holding the decision *and* the overview change it implies
+   (`"overview": {"fields": ..., "flow": [...]}`);
+3. `_overview.md`, rewritten in one atomic rename;
+4. the marker removed.
+
+A worker that finds a marker at start-up sweeps the dead run's processes, then either replays the
+iteration's last journaled change (fields are set, Flow Log lines appended only when missing, so a
+replay of a change that did land is a no-op), or, when the iteration never reached a decision,
+records it as interrupted so it runs again. A `_signal.json` left by the dead run is kept in that
+record as evidence and removed, never acted upon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import stat
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker import overview
+from worker.overview import OverviewError
+from worker.rails import crash_point
+from worker.session import SessionPaths
+from worker.signals import MAX_SIGNAL_BYTES, WaitFor, clear_signal, read_history
+
+# Journaled events after which the iteration is over: replaying one completes the iteration.
+FINAL_EVENTS = frozenset({"interrupted", "provider_failed", "stopped"})
+_TMP = re.compile(r"^\.(?:_overview\.md|\.samocode\.iteration\.json)\.(?P<pid>\d+)\.tmp$")
+
+
+class JournalError(Exception):
+    """A session file the worker must write cannot be written; `reason` is one line."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+def flow_line(total: int, now: dt.datetime, event: str) -> str:
+    return f"[{total:03d} @ {now:%m-%d %H:%M}] {event}"
+
+
+def stamp(now: dt.datetime) -> str:
+    return now.strftime("%Y-%m-%d %H:%M")
+
+
+# -- history lines -------------------------------------------------------------------------------
+
+
+def append(path: Path, record: Mapping[str, object]) -> None:
+    """Append one JSON line and make it durable. A torn last line (a crash mid-write) is closed
+    first, so it stays one unreadable line instead of swallowing this one."""
+    line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as exc:
+        raise JournalError(f"cannot write {path.name}: {exc.strerror}") from None
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        view = memoryview(line)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    except OSError as exc:
+        raise JournalError(f"cannot write {path.name}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+
+
+def read_overview(path: Path) -> str:
+    """The overview's text; anything but a regular file (a FIFO would block the read) is an
+    OverviewError, like the cases `overview.read_text` reports."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        raise OverviewError("_overview.md is missing") from None
+    except OSError as exc:
+        raise OverviewError(f"cannot read _overview.md: {exc.strerror}") from None
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):
+        raise OverviewError("_overview.md is not a regular file")
+    return overview.read_text(path)
+
+
+def apply_change(path: Path, fields: Mapping[str, str | None], flow: Sequence[str]) -> None:
+    """Set the fields and append the Flow Log lines not yet there; a no-op when it all landed."""
+    if not fields and not flow:
+        return
+    with overview.locked(path.parent):
+        text = read_overview(path)
+        new = overview.set_fields(overview.parse(text), fields) if fields else text
+        for entry in flow:
+            if entry not in text:
+                new = overview.append_flow(new, entry)
+        if new != text:
+            try:
+                overview.write_atomic(path, new)
+            except OSError as exc:
+                raise OverviewError(f"cannot write _overview.md: {exc.strerror}") from None
+
+
+def commit(
+    paths: SessionPaths,
+    record: dict,
+    fields: Mapping[str, str | None] | None = None,
+    flow: Sequence[str] = (),
+) -> dict:
+    """History line first (with the change it implies), then the overview. Returns the line written.
+
+    OverviewError when the overview cannot take the change; the history line is written anyway."""
+    fields = fields or {}
+    if fields or flow:
+        record = {**record, "overview": {"fields": dict(fields), "flow": list(flow)}}
+    append(paths.history, record)
+    crash_point("history")
+    apply_change(paths.overview, fields, flow)
+    crash_point("overview")
+    return record
+
+
+# -- the in-flight marker ------------------------------------------------------------------------
+
+
+def write_marker(paths: SessionPaths, data: Mapping[str, object]) -> None:
+    """Atomic replace, no fsync: the marker guards against a dead process, not a dead machine."""
+    tmp = paths.in_flight.with_name(f".{paths.in_flight.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(json.dumps(data), encoding="utf-8")
+        os.replace(tmp, paths.in_flight)
+    except OSError as exc:
+        raise JournalError(f"cannot write {paths.in_flight.name}: {exc.strerror}") from None
+
+
+def read_marker(paths: SessionPaths) -> dict | None:
+    """The marker's content; {} when it is there but unreadable, None when there is none."""
+    try:
+        data = json.loads(paths.in_flight.read_bytes()[:65536].decode("utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def clear_marker(paths: SessionPaths) -> None:
+    with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+        paths.in_flight.unlink()
+
+
+# -- recovery ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recovery:
+    action: str  # "replayed" | "interrupted" | "skipped"
+    detail: str
+    swept: int = 0
+
+
+def _remove_stale_temps(folder: Path) -> None:
+    """Half-written temp files of a dead writer (the renames never happened)."""
+    for entry in os.scandir(folder):
+        match = _TMP.match(entry.name)
+        if match and not _pid_alive(int(match.group("pid"))):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _stale_signal(path: Path) -> str | None:
+    """What a dead run's `_signal.json` said (as evidence), read without following links."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None if not path.is_symlink() else "(a symlink)"
+    try:
+        return os.read(fd, MAX_SIGNAL_BYTES).decode("utf-8", "replace")[:2000]
+    except OSError:
+        return "(unreadable)"
+    finally:
+        os.close(fd)
+
+
+def recover(
+    paths: SessionPaths, now: dt.datetime, sweep: Callable[[str], int], log: Callable[[str], None]
+) -> Recovery | None:
+    """Repair what a worker killed mid-iteration left behind; None when it left nothing."""
+    _remove_stale_temps(paths.dir)
+    marker = read_marker(paths)
+    if marker is None:
+        return None
+    tag = str(marker.get("tag") or "")
+    swept = sweep(tag) if tag else 0
+    iteration_id = marker.get("id")
+    history = read_history(paths.history, limit=400)
+    own = [i for i, r in enumerate(history) if iteration_id and r.get("id") == iteration_id]
+    last = history[own[-1]] if own else None
+    result: Recovery
+    if last is not None and (last.get("decision") or last.get("event") in FINAL_EVENTS):
+        change = last.get("overview") or {}
+        if own[-1] != len(history) - 1:
+            result = Recovery("skipped", "a later history record supersedes the iteration's last change")
+        else:
+            with contextlib.suppress(OverviewError):
+                apply_change(paths.overview, change.get("fields") or {}, change.get("flow") or [])
+            result = Recovery("replayed", f"completed the journaled {last.get('decision') or last['event']}")
+    else:
+        result = _record_interrupted(paths, marker, now, swept)
+    clear_marker(paths)
+    log(f"recovery after a dead worker: {result.action} ({result.detail}); {swept} processes swept")
+    return Recovery(result.action, result.detail, swept)
+
+
+def _record_interrupted(paths: SessionPaths, marker: dict, now: dt.datetime, swept: int) -> Recovery:
+    total = _int(marker.get("total"))
+    fields: dict[str, str | None] = {}
+    with contextlib.suppress(OverviewError):
+        ov = overview.parse(read_overview(paths.overview))
+        if "total" not in marker:  # an unreadable marker: the overview knows the count
+            total = ov.state().total
+        if ov.get("waiting for").lower() == WaitFor.USAGE_LIMIT.value and ov.get("blocked").lower() == "no":
+            fields = {"Waiting For": None, "Next": "Re-run the interrupted iteration"}
+    total += 1
+    stale = _stale_signal(paths.signal)
+    with contextlib.suppress(OSError, ValueError):
+        clear_signal(paths.signal)
+    record = {
+        "id": marker.get("id"),
+        "time": stamp(now),
+        "iteration": marker.get("iteration"),
+        "total": total,
+        "phase": marker.get("phase"),
+        "event": "interrupted",
+        "detail": "the worker died during this iteration; it runs again",
+        "stale_signal": stale,
+        "swept": swept or None,
+    }
+    flow = [flow_line(total, now, f"Iteration {total} interrupted (worker died); re-running")]
+    crash_point("recovery")
+    with contextlib.suppress(OverviewError):
+        commit(paths, record, fields, flow)
+    return Recovery("interrupted", f"iteration {total} recorded as interrupted")
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

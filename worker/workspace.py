@@ -1,0 +1,61 @@
+"""Where a session's work happens: its folder, its git worktree and branch, its first overview."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+from worker import gitops, overview
+from worker.config import Project
+from worker.journal import flow_line, read_overview, stamp
+from worker.session import SessionPaths
+
+
+class Workspace:
+    """A session folder being worked on by this worker, and the tree the child works in."""
+
+    def __init__(
+        self, paths: SessionPaths, project: Project, branch_prefix: str, now: Callable[[], dt.datetime]
+    ) -> None:
+        self.paths = paths
+        self.project = project
+        self.branch_prefix = branch_prefix
+        self.now = now
+        self.working_dir = project.main_repo
+        self.branch = ""
+
+    def open(self, task: str, dive: str) -> None:
+        """Folder, worktree and (for a new or bare folder) the overview template. No model call.
+
+        An existing overview is never rewritten: a second start of a new session that raced the
+        first one, or a restart after a crash during creation, keeps what is there."""
+        self.paths.dir.mkdir(parents=True, exist_ok=True)
+        self._attach_worktree()
+        if not self.paths.overview.exists() and not self.paths.overview.is_symlink():
+            self._write_template(task, dive)
+
+    def _write_template(self, task: str, dive: str) -> None:
+        where = f" in worktree {self.working_dir} on branch {self.branch}" if self.branch else ""
+        text = overview.render_new(
+            self.paths.name,
+            stamp(self.now()),
+            str(self.working_dir),
+            task,
+            dive,
+            flow_line(0, self.now(), f"Session created{where} -> _overview.md"),
+        )
+        with overview.locked(self.paths.dir):
+            overview.write_atomic(self.paths.overview, text)
+
+    def _attach_worktree(self) -> None:
+        """The session's worktree on its branch: created on first use, recreated when removed."""
+        repo = self.project.main_repo
+        if not gitops.is_repo(repo):
+            return
+        prefix = self.branch_prefix.strip("/")
+        branch = f"{prefix}/{self.paths.name}" if prefix else self.paths.name
+        tree = gitops.ensure_worktree(repo, self.project.worktrees / self.paths.dir.name, branch)
+        self.working_dir, self.branch = tree.path, tree.branch
+
+    def read(self) -> overview.Overview:
+        return overview.parse(read_overview(self.paths.overview))
