@@ -9,6 +9,7 @@ process behind, even ones that started a session of their own.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import enum
@@ -185,18 +186,21 @@ class _Lines:
         if last < 0:
             self._carry(chunk)
             return
-        head = chunk[: last + 1]
-        if self.skipping:
-            head = head[head.find(b"\n") + 1 :]
-            self.skipping = False
-        elif self.partial:
-            head = self.partial + head
-        self.partial = b""
-        if not self.markers or any(m in head for m in self.markers):
-            for line in head.split(b"\n")[:-1]:
-                if not self.markers or any(m in line for m in self.markers):
-                    self.on_line(line)
+        first = chunk.find(b"\n")
+        if not self.skipping:  # the line the previous chunk started
+            self._emit(self.partial + chunk[:first] if self.partial else chunk[:first])
+        self.partial, self.skipping = b"", False
+        # The lines wholly inside this chunk, scanned in place (no copy) before any is split out.
+        if first < last and (
+            not self.markers or any(chunk.find(m, first + 1, last) >= 0 for m in self.markers)
+        ):
+            for line in chunk[first + 1 : last].split(b"\n"):
+                self._emit(line)
         self._carry(chunk[last + 1 :])
+
+    def _emit(self, line: bytes) -> None:
+        if not self.markers or any(m in line for m in self.markers):
+            self.on_line(line)
 
     def _carry(self, rest: bytes) -> None:
         if self.skipping or not rest:
@@ -207,12 +211,8 @@ class _Lines:
             self.partial += rest
 
     def close(self) -> None:
-        if (
-            self.partial
-            and not self.skipping
-            and (not self.markers or any(m in self.partial for m in self.markers))
-        ):
-            self.on_line(self.partial)
+        if self.partial and not self.skipping:
+            self._emit(self.partial)
         self.partial = b""
 
 
@@ -276,7 +276,8 @@ def run(
     with contextlib.suppress(OSError):  # a bigger pipe means fewer wake-ups on a fast stream
         fcntl.fcntl(fd, _F_SETPIPE_SZ, 1 << 20)
     lines = _Lines(on_line, markers)
-    tail = bytearray()
+    tail: collections.deque[bytes] = collections.deque()  # the last chunks, kept by reference
+    tail_size = 0
     total = 0
     last_output = started
     ending = Ending.EXITED
@@ -315,9 +316,10 @@ def run(
                 os.write(log_fd, chunk)
                 total += len(chunk)
                 last_output = time.monotonic()
-                tail += chunk
-                if len(tail) > 2 * TAIL_BYTES:
-                    del tail[:-TAIL_BYTES]
+                tail.append(chunk)
+                tail_size += len(chunk)
+                while tail_size - len(tail[0]) >= TAIL_BYTES:
+                    tail_size -= len(tail.popleft())
                 lines.feed(chunk)
     lines.close()
     ended = time.monotonic()
@@ -337,6 +339,6 @@ def run(
         exit_code=proc.returncode,
         duration=ended - started,
         stdout_bytes=total,
-        tail=bytes(tail[-TAIL_BYTES:]),
+        tail=b"".join(tail)[-TAIL_BYTES:],
         leftovers=leftovers,
     )
