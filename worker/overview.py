@@ -177,7 +177,20 @@ def _find(text: str, name: str) -> tuple[Section | None, list[dict]]:
         size *= 4
 
 
+_parsed: tuple[str, Overview] | None = None
+
+
 def parse(text: str) -> Overview:
+    """The overview's Status section and fields; the last result is reused for the same text."""
+    global _parsed
+    if _parsed is not None and _parsed[0] is text:
+        return _parsed[1]
+    ov = _parse(text)
+    _parsed = (text, ov)
+    return ov
+
+
+def _parse(text: str) -> Overview:
     status, tokens = _find(text, STATUS)
     if status is None:
         raise OverviewError("_overview.md has no '## Status' section")
@@ -269,12 +282,24 @@ def flow_entries(text: str, limit: int = 3) -> list[str]:
     return [ln for ln in lines if _FLOW_ENTRY.match(ln)][-limit:]
 
 
+# The text this process last wrote, with the file's identity right after the write: reading the
+# file back while nobody else has touched it (same inode, size and timestamps) needs no I/O.
+_written: tuple[tuple[str, int, int, int, int], str] | None = None
+
+
+def _identity(path: Path, st: os.stat_result) -> tuple[str, int, int, int, int]:
+    return (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def read_text(path: Path) -> str:
     """The overview's text; unreadable, oversized or non-UTF-8 content is an OverviewError."""
     try:
         if path.is_symlink():
             raise OverviewError("_overview.md is a symlink; refusing to follow it")
-        size = path.stat().st_size
+        st = path.stat()
+        if _written is not None and _written[0] == _identity(path, st):
+            return _written[1]
+        size = st.st_size
         if size > MAX_OVERVIEW_BYTES:
             raise OverviewError(f"_overview.md is {size // (1024 * 1024)} MB; the limit is 16 MB")
         data = path.read_bytes()
@@ -308,6 +333,8 @@ def write_atomic(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+    global _written
+    _written = (_identity(path, path.stat()), text)
 
 
 @contextlib.contextmanager
