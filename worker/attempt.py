@@ -128,6 +128,10 @@ def _read_signal(path: Path) -> tuple[Signal | None, dict | None, str]:
         return None, None, exc.reason
     except RecursionError:  # json.loads on '[[[[…' within the size limit
         return None, None, "_signal.json is nested too deeply"
+    except IsADirectoryError:
+        return None, None, "_signal.json is a directory, not a file"
+    except OSError as exc:
+        return None, None, f"cannot read _signal.json: {exc.strerror}"
     return signal, raw, ""
 
 

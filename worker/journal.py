@@ -93,6 +93,14 @@ def read_overview(path: Path) -> str:
     return overview.read_text(path)
 
 
+def load_history(paths: SessionPaths, limit: int | None = None) -> list[dict]:
+    """History records (torn or junk lines skipped); JournalError when the file cannot be read."""
+    try:
+        return read_history(paths.history, limit)
+    except OSError as exc:
+        raise JournalError(f"cannot read {paths.history.name}: {exc.strerror}") from None
+
+
 def apply_change(path: Path, fields: Mapping[str, str | None], flow: Sequence[str]) -> None:
     """Set the fields and append the Flow Log lines not yet there; a no-op when it all landed."""
     if not fields and not flow:
@@ -212,7 +220,7 @@ def recover(
     tag = str(marker.get("tag") or "")
     swept = sweep(tag) if tag else 0
     iteration_id = marker.get("id")
-    history = read_history(paths.history, limit=400)
+    history = load_history(paths, limit=400)
     own = [i for i, r in enumerate(history) if iteration_id and r.get("id") == iteration_id]
     last = history[own[-1]] if own else None
     result: Recovery

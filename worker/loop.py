@@ -29,7 +29,7 @@ from worker.overview import Overview, OverviewError
 from worker.phases import Decision, Phase, SessionState, Verdict, blocked_for, cap_reached, decide
 from worker.providers import FATAL, Failure, IterationRecord, Provider
 from worker.session import Lease, SessionPaths
-from worker.signals import Need, WaitFor, read_history
+from worker.signals import Need, WaitFor
 from worker.workspace import Workspace
 
 # History events written by the parent commands: they end whatever the last decision waited for.
@@ -97,6 +97,8 @@ def run_session(
         workspace.open(options.task, options.dive)
         return _Loop(workspace, options, rt).run()
     except JournalError as exc:
+        # No child runs any more; a half-begun iteration needs no recovery, it simply runs again.
+        journal.clear_marker(paths)
         return Outcome(ExitCode.BLOCKED, f"blocked: {exc.reason}", paths.dir)
     finally:
         lease.release()
@@ -140,7 +142,7 @@ class _Loop:
             state = ov.state()
         except OverviewError as exc:
             return self._stop_unreadable(exc.reason)
-        history = read_history(self.paths.history)
+        history = journal.load_history(self.paths)
         gate = self._gate(ov, state, history)
         if gate is not None:
             return gate

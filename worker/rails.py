@@ -255,13 +255,13 @@ class StallBreaker:
         span = f"#{totals[0]}-#{totals[-1]}" if totals else f"the last {len(self.quiet)}"
         tree = self.tree
         where = (
-            f"no commit (HEAD {tree.head or 'none'}), working tree unchanged ({tree.dirty} changed files)"
+            f"no commit (HEAD {tree.head or 'none'}), no working-tree change ({tree.dirty} changed files)"
             if tree
             else "no git repository to check"
         )
         reason = (
-            f"stalled: {len(self.quiet)} iterations in a row ({span}) in this phase changed nothing: "
-            f"{where}, session files unchanged ({self.files} files)"
+            f"stalled: {len(self.quiet)} iterations in a row ({span}) changed nothing: "
+            f"{where}, no session-file change"
         )
         evidence = {
             "iterations": totals,

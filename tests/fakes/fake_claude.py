@@ -14,11 +14,15 @@ flow (event text), files {relative name: content} (session dir), code {relative 
 (working dir, committed when it is a git repo), answer_qa (bool), sleep (s), stdout_mb (MB of
 assistant events), half_line (print a partial line then sleep), spawn ("holder": grandchild keeps
 stdout; "setsid": sleeper in its own session), exit (code), result (merged into the result event;
-null to print none), rate_limit (resetsAt seconds from now: a rejected rate_limit_event), stderr.
+null to print none), rate_limit (resetsAt seconds from now: a rejected rate_limit_event), stderr,
+pause_after_signal (s to sleep after the signal is written, before the result), ignore_term (bool:
+SIGTERM is ignored), signal_as ("fifo" | "dir" | "symlink:<target>" | "mb:<N>" | "hex:<bytes>":
+`_signal.json` made into that instead of a small text file).
 """
 
 import json
 import os
+import signal
 import sys
 import time
 
@@ -28,6 +32,25 @@ from fake_common import context, next_action, perform, record, side_effects, sta
 def emit(event):
     sys.stdout.write(json.dumps(event) + "\n")
     sys.stdout.flush()
+
+
+def odd_signal(kind, session):
+    """`_signal.json` as something other than a small file (bad-input tests)."""
+    path = os.path.join(session, "_signal.json")
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "dir":
+        os.mkdir(path)
+    elif kind.startswith("symlink:"):
+        os.symlink(kind.split(":", 1)[1], path)
+    elif kind.startswith("hex:"):
+        with open(path, "wb") as f:
+            f.write(bytes.fromhex(kind[4:]))
+    elif kind.startswith("mb:"):
+        with open(path, "w") as f:
+            f.write('{"status": "continue", "phase": "requirements", "pad": "')
+            f.write("x" * int(float(kind[3:]) * 1024 * 1024))
+            f.write('"}')
 
 
 def main():
@@ -49,6 +72,8 @@ def main():
             "permissionMode": "bypassPermissions",
         }
     )
+    if action.get("ignore_term"):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     side_effects(action)
     block = "x" * 1000
     for _ in range(int(action.get("stdout_mb", 0) * 1000)):
@@ -71,6 +96,9 @@ def main():
             }
         )
     perform(action, ctx)
+    if action.get("signal_as") and ctx["Session Dir"]:
+        odd_signal(action["signal_as"], ctx["Session Dir"])
+    time.sleep(float(action.get("pause_after_signal", 0)))
 
     result = {
         "type": "result",

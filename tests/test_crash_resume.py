@@ -1,0 +1,211 @@
+"""kill -9 of the worker at any moment, then a plain restart, continues the session.
+
+Two kinds of kill points, 24 in all:
+- injected: SAMOCODE_TEST_CRASH_AT=<step>[@n] makes the worker SIGKILL itself exactly between two of
+  its own writes (marker, child exit, signal read, history line, overview, marker removal, a failed
+  attempt's line, the usage wait, the recovery itself), one session per point;
+- external: one session whose worker the test kills with SIGKILL 12 times at spread moments
+  (while the child works, right after it wrote its signal, while the worker decides), restarting
+  it each time.
+Every session must then reach done with a valid overview, every history line valid JSON, exactly
+one decision per iteration (the overview's Total Iterations agreeing), every Flow Log line the
+worker journaled present, interrupted iterations recorded and re-run, and no process left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+
+import pytest
+from worker_helpers import decisions, fakes, find_session, history, overview, sleepers, wait_for
+
+from worker.session import SessionPaths, holder
+
+PHASES = ["investigation", "requirements", "planning", "implementation", "testing", "quality", "done"]
+
+
+def session_script(pause: float = 0.0, sleep: float = 0.0) -> dict:
+    """A whole session; the plan gate is passed with `approve` by the driver."""
+
+    def act(signal_: dict, **extra: object) -> dict:
+        return {"signal": signal_, "sleep": sleep, "pause_after_signal": pause, **extra}
+
+    def go(phase: str) -> dict:
+        return {"status": "continue", "phase": phase, "summary": f"to {phase}"}
+
+    return {
+        "investigation": act(go("requirements"), flow="Investigated", files={"{prefix}-dive-x.md": "d\n"}),
+        "requirements": act(go("planning"), flow="Requirements written"),
+        "planning": act(
+            {"status": "waiting", "for": "plan_approval", "reason": "plan ready"},
+            files={"{prefix}-plan-x.md": "## Phase 1\n- [ ] a\n"},
+        ),
+        "implementation": act(go("testing"), flow="Implemented", files={"notes.md": "n\n"}),
+        "testing": act(go("quality")),
+        "quality": act(go("done")),
+        "done": act({"status": "done", "summary": "all good"}, files={"{prefix}-summary.md": "s\n"}),
+    }
+
+
+def drive(project, name: str, env: dict | None = None, limit: int = 12) -> list[int]:
+    """Run the worker until done, approving the plan when asked; returns the exit codes seen.
+
+    An injected crash point counts passes within one worker process: `env` stays until it fired."""
+    codes = []
+    for _ in range(limit):
+        result = project.worker(name, env=env, timeout=60)
+        codes.append(result.returncode)
+        if result.returncode == 0:
+            return codes
+        if result.returncode == 3:
+            approved = project.run("approve", "--config", str(project.config), "--session", name)
+            assert approved.returncode == 0, approved.stderr + result.stdout
+        else:
+            assert result.returncode == -signal.SIGKILL, (result.returncode, result.stdout, result.stderr)
+            env = None  # the injected crash happens once
+    raise AssertionError(f"no done after {limit} runs: {codes}")
+
+
+def assert_resumed_cleanly(project, name: str) -> list[dict]:
+    session = find_session(project.sessions, name)
+    assert session is not None
+    records = history(session)  # strict: a torn or invalid line fails here
+    ov = overview(session)
+    assert (ov.get("phase"), ov.get("blocked")) == ("done", "no"), ov.text
+    made = decisions(session)
+    assert [d["phase"] for d in made] == PHASES, [(d["phase"], d["decision"]) for d in made]
+    assert [d["total"] for d in made] == list(range(1, len(PHASES) + 1))
+    assert ov.get("total iterations") == str(len(PHASES))
+    assert made[-1]["decision"] == "done"
+    for record in records:  # no lost worker Flow Log entry
+        for line in (record.get("overview") or {}).get("flow", []):
+            assert line in ov.text, (line, ov.text)
+    for record in records:
+        if record.get("event") == "interrupted":  # recorded, then run again
+            assert any(d["total"] == record["total"] for d in made), record
+    assert not (session / ".samocode.iteration.json").exists()
+    assert not (session / "_signal.json").is_symlink()
+    assert [p for p in os.listdir(session) if p.endswith(".tmp")] == []
+    assert holder(SessionPaths(session)) is None  # the lease is free
+    assert fakes(project.root) == [] and sleepers(project.root) == []
+    return records
+
+
+# -- injected kill points ------------------------------------------------------------------------------
+
+BAD_SIGNAL_FIRST = [{"signal": "{not json"}]
+USAGE_FIRST = [
+    {
+        "exit": 1,
+        "rate_limit": 1,
+        "result": {"is_error": True, "api_error_status": 429, "result": "You've hit your session limit"},
+    }
+]
+
+
+@pytest.mark.parametrize(
+    ("point", "first"),
+    [
+        # @n: the n-th pass in one worker process; the first run ends at the plan gate after 3
+        # iterations, the run after the approval does the last 4.
+        ("marker@1", []),  # marker written, child not started yet
+        ("child-exited@2", []),  # child done, its signal not read yet
+        ("signal-read@3", []),  # signal read, nothing written yet
+        ("history@1", []),  # decision in the history, overview not yet written
+        ("history@3", []),  # the same for the plan-approval wait
+        ("history@4", []),  # the same for the final done (second run)
+        ("overview@2", []),  # overview written, marker still there
+        ("marker-cleared@2", []),  # between iterations
+        ("attempt-failed@1", BAD_SIGNAL_FIRST),  # a failed attempt recorded, retry not started
+        ("usage-wait@1", USAGE_FIRST),  # while waiting for a usage reset
+    ],
+)
+def test_an_injected_kill_resumes_to_done(project, point, first):
+    project.scenario(sequence=first, by_phase=session_script())
+    codes = drive(project, "inj", env={"SAMOCODE_TEST_CRASH_AT": point})
+    assert -signal.SIGKILL in codes, f"the worker never reached {point}: {codes}"
+    records = assert_resumed_cleanly(project, "inj")
+    step = point.split("@")[0]
+    if step in ("marker", "child-exited", "signal-read", "attempt-failed", "usage-wait"):
+        assert any(r.get("event") == "interrupted" for r in records), "the dead iteration was not recorded"
+    else:  # the decision was already journaled: replayed, not re-run
+        assert not any(r.get("event") == "interrupted" for r in records)
+
+
+def test_a_kill_during_recovery_is_recovered_by_the_next_start(project):
+    project.scenario(by_phase=session_script())
+    first = project.worker("rec", env={"SAMOCODE_TEST_CRASH_AT": "marker@2"})
+    assert first.returncode == -signal.SIGKILL
+    second = project.worker("rec", env={"SAMOCODE_TEST_CRASH_AT": "recovery"})
+    assert second.returncode == -signal.SIGKILL
+    drive(project, "rec")
+    records = assert_resumed_cleanly(project, "rec")
+    assert len([r for r in records if r.get("event") == "interrupted"]) == 1
+
+
+def test_a_kill_between_history_and_overview_is_replayed_exactly_once(project):
+    project.scenario(by_phase=session_script())
+    died = project.worker("replay", env={"SAMOCODE_TEST_CRASH_AT": "history@2"})
+    assert died.returncode == -signal.SIGKILL
+    session = find_session(project.sessions, "replay")
+    assert overview(session).get("phase") == "requirements"  # the overview lags the history
+    assert decisions(session)[-1]["phase_after"] == "planning"
+    drive(project, "replay")
+    ov = overview(session)
+    assert ov.text.count("Phase requirements -> planning") == 1
+    assert_resumed_cleanly(project, "replay")
+
+
+# -- external kill -9 ----------------------------------------------------------------------------------
+
+
+def test_a_stale_signal_from_the_killed_run_is_not_acted_upon(project):
+    move = {"signal": {"status": "continue", "phase": "requirements"}, "pause_after_signal": 30}
+    block = {"signal": {"status": "blocked", "reason": "second opinion", "needs": "human_decision"}}
+    project.scenario(sequence=[move, block])
+    proc = project.start("--config", str(project.config), "--session", "stale")
+    session = wait_for(lambda: find_session(project.sessions, "stale"))
+    wait_for(lambda: (session / "_signal.json").exists(), step=0.01)
+    proc.kill()
+    proc.wait(timeout=10)
+    assert (session / "_signal.json").exists() and fakes(project.root)
+    result = project.worker("stale")
+    assert result.returncode == 4, result.stderr
+    ov = overview(session)
+    assert ov.get("phase") == "investigation" and "second opinion" in ov.get("last action")
+    interrupted = [r for r in history(session) if r.get("event") == "interrupted"]
+    assert len(interrupted) == 1 and '"requirements"' in interrupted[0]["stale_signal"]
+    assert [d["decision"] for d in decisions(session)] == ["blocked"]
+    assert fakes(project.root) == []
+
+
+def test_twelve_kills_at_spread_moments_across_one_session_all_resume_to_done(project):
+    # Each child works 0.25 s, writes its signal, and exits 0.25 s later.
+    project.scenario(by_phase=session_script(pause=0.25, sleep=0.25))
+    rng = random.Random(7)
+    # Delays after the restarted worker's first child starts: inside the child (before and after
+    # its signal), and past its end, while the worker decides or starts the next iteration.
+    delays = [0.05, 0.15, 0.3, 0.4, 0.5, 0.58, 0.64, 0.7, 0.8, 0.95]
+    delays += [rng.uniform(0.0, 1.0) for _ in range(2)]
+    kills = 0
+    for delay in delays:
+        seen = len(project.records())
+        proc = project.start("--config", str(project.config), "--session", "spread")
+        try:
+            wait_for(lambda p=proc, n=seen: len(project.records()) > n or p.poll() is not None, 20, 0.01)
+            time.sleep(delay)
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.returncode == -signal.SIGKILL:
+            kills += 1
+        elif proc.returncode == 3:  # it reached the plan gate before the kill
+            approved = project.run("approve", "--config", str(project.config), "--session", "spread")
+            assert approved.returncode == 0, approved.stderr
+    assert kills >= 10, kills
+    drive(project, "spread")
+    records = assert_resumed_cleanly(project, "spread")
+    assert any(r.get("event") == "interrupted" for r in records)

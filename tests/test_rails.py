@@ -1,0 +1,286 @@
+"""The rails of an unattended run, each against the real worker as a subprocess and the fake CLI:
+the session lease, the budget, the stall breaker, usage-limit waits, backoff, timeouts, idle kills
+and Ctrl-C at every waiting point."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import time
+
+import pytest
+from worker_helpers import decisions, fakes, find_session, history, overview, sleepers, text, wait_for
+
+from worker.config import Settings
+from worker.rails import plan_usage_wait
+
+STAY = {"signal": {"status": "continue", "phase": "investigation"}, "flow": "looked around"}
+BLOCK = {"signal": {"status": "blocked", "reason": "stop here", "needs": "human_decision"}}
+SESSION_LIMIT = {
+    "exit": 1,
+    "result": {"is_error": True, "api_error_status": 429, "result": "You've hit your session limit"},
+}
+
+
+def _started(project, count: int = 1) -> None:
+    wait_for(lambda: len(project.records()) >= count)
+
+
+# -- the session lease -------------------------------------------------------------------------------
+
+
+def test_a_second_worker_exits_6_naming_the_holder_and_a_dead_holders_lock_is_taken_over(project):
+    project.scenario(by_phase={"investigation": {"sleep": 60, "spawn": "setsid"}})
+    first = project.start("--config", str(project.config), "--session", "lease")
+    try:
+        _started(project)
+        second = project.worker("lease")
+        assert second.returncode == 6, second.stderr
+        line = second.stderr.strip()
+        assert re.fullmatch(
+            rf"samocode: session locked by pid {first.pid} since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d", line
+        ), line
+        refused = project.run("approve", "--config", str(project.config), "--session", "lease")
+        assert refused.returncode == 6 and f"pid {first.pid}" in refused.stderr
+    finally:
+        first.kill()  # kill -9: no cleanup of any kind
+        first.wait(timeout=10)
+    assert fakes(project.root), "the dead worker's child keeps running until someone sweeps it"
+    project.scenario(by_phase={"investigation": BLOCK})
+    third = project.worker("lease")
+    assert third.returncode == 4, third.stderr
+    session = project.session_dir("lease")
+    interrupted = [r for r in history(session) if r.get("event") == "interrupted"]
+    assert len(interrupted) == 1 and interrupted[0]["total"] == 1 and interrupted[0]["swept"] >= 1
+    assert fakes(project.root) == [] and sleepers(project.root) == []
+    assert [d["total"] for d in decisions(session)] == [1]  # the interrupted iteration ran again
+    assert not (session / ".samocode.iteration.json").exists()
+
+
+# -- spend -------------------------------------------------------------------------------------------
+
+
+def test_the_session_budget_blocks_with_needs_budget_before_the_next_iteration(project):
+    project.scenario(by_phase={"investigation": STAY})  # each call costs $0.0125
+    result = project.worker("budget", env={"SAMOCODE_MAX_COST_USD": "0.03"})
+    assert result.returncode == 4, result.stderr
+    assert "blocked (budget): session spend $0.04 reached SAMOCODE_MAX_COST_USD $0.03" in result.stderr
+    assert len(project.records()) == 3  # $0.0375 after the third: the fourth never starts
+    session = project.session_dir("budget")
+    last = decisions(session)[-1]
+    assert (last["decision"], last["needs"], last["total"]) == ("blocked", "budget", 3)
+    ov = overview(session)
+    assert ov.get("blocked") == "yes" and ov.get("total iterations") == "3"
+    assert ov.get("total cost") == "$0.04 (investigation $0.04)"
+    assert "SAMOCODE_MAX_COST_USD" in ov.get("last action")
+    shown = project.run("status", "--config", str(project.config), "--session", "budget")
+    assert "Spend: $0.04 (3000 in / 300 out)" in shown.stdout, shown.stdout
+    # Blocked stays blocked: the next start spends nothing.
+    again = project.worker("budget", env={"SAMOCODE_MAX_COST_USD": "0.03"})
+    assert again.returncode == 4 and len(project.records()) == 3
+
+
+def test_a_phase_budget_stops_the_phase_that_spent_it(project):
+    move = {"signal": {"status": "continue", "phase": "requirements"}}
+    stay = {"signal": {"status": "continue", "phase": "requirements"}}
+    project.scenario(sequence=[STAY, move], by_phase={"requirements": stay})
+    result = project.worker("phase-budget", env={"SAMOCODE_MAX_PHASE_COST_USD": "0.02"})
+    assert result.returncode == 4, result.stderr
+    assert "phase requirements spend $0.03 reached SAMOCODE_MAX_PHASE_COST_USD $0.02" in result.stderr
+    assert len(project.records()) == 4  # investigation spent $0.025 too, but moved on before its check
+    ov = overview(project.session_dir("phase-budget"))
+    assert ov.get("total cost") == "$0.05 (investigation $0.03, requirements $0.03)"
+
+
+# -- stall breaker -----------------------------------------------------------------------------------
+
+
+def test_three_iterations_that_change_nothing_block_as_stalled_with_the_evidence(project):
+    notes = [{**STAY, "files": {f"notes-{n}.md": "x\n"}} for n in range(3)]
+    project.scenario(sequence=notes, by_phase={"investigation": STAY})
+    result = project.worker("stall", env={"SAMOCODE_STALL_ITERATIONS": "3"})
+    assert result.returncode == 4, result.stderr
+    assert "stalled: 3 iterations in a row (#4-#6)" in result.stderr
+    assert len(project.records()) == 6  # three with new files, three that only touched Status/Flow Log
+    session = project.session_dir("stall")
+    last = decisions(session)[-1]
+    assert last["decision"] == "blocked" and last["needs"] == "human_decision"
+    assert last["evidence"]["iterations"] == [4, 5, 6]
+    assert last["evidence"]["dirty_files"] == 0 and len(last["evidence"]["head"]) == 7
+    assert "stalled" in overview(session).get("last action")
+
+
+def test_the_stall_count_carries_over_restarts(project):
+    project.scenario(by_phase={"investigation": STAY})
+    env = {"SAMOCODE_STALL_ITERATIONS": "3"}
+    assert project.worker("stall2", "--max-iterations", "1", env=env).returncode == 8
+    assert project.worker("stall2", "--max-iterations", "1", env=env).returncode == 8
+    third = project.worker("stall2", "--max-iterations", "1", env=env)
+    assert third.returncode == 4 and "stalled" in third.stderr, third.stderr
+
+
+def test_a_commit_each_iteration_is_progress(project):
+    commits = [{**STAY, "code": {f"f{n}.txt": "x\n"}} for n in range(4)]
+    project.scenario(sequence=[*commits, BLOCK])
+    result = project.worker("busy", env={"SAMOCODE_STALL_ITERATIONS": "2"})
+    assert result.returncode == 4 and "stop here" in result.stderr, result.stderr
+    assert len(project.records()) == 5
+
+
+# -- usage limits ------------------------------------------------------------------------------------
+
+
+def test_a_usage_limit_5s_ahead_is_waited_out_shown_in_status_then_resumed(project):
+    project.scenario(sequence=[{**SESSION_LIMIT, "rate_limit": 5}, BLOCK])
+    started = time.monotonic()
+    proc = project.start("--config", str(project.config), "--session", "usage")
+    try:
+        session = wait_for(lambda: find_session(project.sessions, "usage"))
+        wait_for(lambda: "waiting for usage reset" in text(session / "_overview.md"))
+        shown = project.run("status", "--config", str(project.config), "--session", "usage")
+        assert re.search(r"Next: waiting for usage reset until \d\d:\d\d", shown.stdout), shown.stdout
+        assert "Waiting for: usage_limit" in shown.stdout
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 4, err
+    assert 4 <= elapsed < 15, elapsed
+    assert len(project.records()) == 2
+    events = [r.get("event") or r.get("decision") for r in history(session)]
+    assert events == ["attempt_failed", "usage_wait", "usage_resumed", "blocked"]
+    wait = history(session)[1]
+    assert wait["source"] == "reported reset" and 4 <= wait["seconds"] <= 7
+    ov = overview(session)
+    assert ov.get("waiting for") == "-" and ov.get("blocked") == "yes"
+    assert re.search(r"Usage limit hit; waiting until \d\d:\d\d", ov.text)
+
+
+def test_a_reset_beyond_max_wait_stops_as_waiting_for_usage_limit_then_a_restart_tries_again(project):
+    project.scenario(sequence=[{**SESSION_LIMIT, "rate_limit": 3600}, BLOCK])
+    result = project.worker("later", env={"SAMOCODE_MAX_WAIT": "60"})
+    assert result.returncode == 3, result.stderr
+    assert "waiting for usage_limit: usage limit resets at" in result.stdout
+    assert "past SAMOCODE_MAX_WAIT (60 s)" in result.stdout
+    session = project.session_dir("later")
+    ov = overview(session)
+    assert (ov.get("blocked"), ov.get("waiting for")) == ("waiting_human", "usage_limit")
+    assert ov.get("total iterations") == "0"  # nothing was done: the count stays
+    again = project.worker("later")
+    assert again.returncode == 4 and len(project.records()) == 2
+
+
+def test_ctrl_c_during_the_usage_wait_stops_at_once_and_clears_the_wait(project):
+    project.scenario(sequence=[{**SESSION_LIMIT, "rate_limit": 600}])
+    proc = project.start("--config", str(project.config), "--session", "cwait")
+    session = wait_for(lambda: find_session(project.sessions, "cwait"))
+    wait_for(lambda: "waiting for usage reset" in text(session / "_overview.md"))
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130, err
+    assert time.monotonic() - sent < 3
+    ov = overview(session)
+    assert ov.get("waiting for") == "-" and "stopped while waiting" in ov.get("next")
+    last = history(session)[-1]
+    assert last["event"] == "interrupted" and last["detail"] == "Ctrl-C, during the usage wait"
+
+
+def test_usage_wait_plan_uses_the_reported_reset_a_fallback_and_the_max_wait():
+    settings = Settings(usage_wait=1800, max_wait=3600, retry_delay=5)
+    now = 1_000_000.0
+    reported = plan_usage_wait(now + 100, now, settings, hits=1, waited=0)
+    assert reported.seconds == pytest.approx(101) and not reported.beyond
+    fallback = plan_usage_wait(None, now, settings, hits=1, waited=0)
+    assert fallback.seconds == 1800 and "SAMOCODE_USAGE_WAIT" in fallback.source
+    past = plan_usage_wait(now - 10, now, settings, hits=3, waited=0)
+    assert past.seconds == 20  # a reset already past: backoff, not a 30-minute wait
+    assert plan_usage_wait(now + 100, now, settings, hits=2, waited=3550).beyond  # total counts
+
+
+# -- failures and backoff -----------------------------------------------------------------------------
+
+
+def test_overload_backs_off_exponentially_then_exits_5(project):
+    fail = {"exit": 1, "result": {"is_error": True, "api_error_status": 529, "result": "API Error: 529"}}
+    project.scenario(by_phase={"investigation": fail})
+    env = {"SAMOCODE_RETRY_DELAY": "0.2", "SAMOCODE_MAX_RETRIES": "3"}
+    result = project.worker("overload", env=env)
+    assert result.returncode == 5 and "(overloaded)" in result.stderr and "after 4 attempts" in result.stderr
+    log = (project.session_dir("overload") / "session.log").read_text()
+    assert re.findall(r"retrying in ([\d.]+) s", log) == ["0.2", "0.4", "0.8"]
+
+
+def test_a_refusal_to_start_is_not_retried(project):
+    refuse = {
+        "exit": 1,
+        "result": None,
+        "stderr": "Error: Claude Code cannot be launched inside another Claude Code session.",
+    }
+    project.scenario(by_phase={"investigation": refuse})
+    result = project.worker("nested")
+    assert result.returncode == 5, result.stderr
+    assert "claude failed (refused): Error: Claude Code cannot be launched" in result.stderr
+    assert "not retried" in result.stderr and len(project.records()) == 1
+
+
+def test_ctrl_c_during_the_retry_delay_stops_at_once(project):
+    project.scenario(by_phase={"investigation": {"exit": 1, "result": None, "stderr": "boom"}})
+    env = {"SAMOCODE_RETRY_DELAY": "60"}
+    proc = project.start("--config", str(project.config), "--session", "cdelay", env=env)
+    session = wait_for(lambda: find_session(project.sessions, "cdelay"))
+    wait_for(lambda: any(r.get("event") == "attempt_failed" for r in history(session)))
+    time.sleep(0.3)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=10)
+    assert proc.returncode == 143, err
+    assert time.monotonic() - sent < 3
+    last = history(session)[-1]
+    assert last["event"] == "interrupted" and last["detail"] == "SIGTERM, during the retry delay"
+    assert len(project.records()) == 1
+
+
+# -- deadlines and descendants -------------------------------------------------------------------------
+
+
+def test_a_3s_timeout_is_honoured_within_grace_despite_a_half_line_and_a_child_ignoring_sigterm(project):
+    hang = {"spawn": "both", "half_line": True, "ignore_term": True, "sleep": 60}
+    project.scenario(by_phase={"investigation": hang})
+    started = time.monotonic()
+    result = project.worker(
+        "deadline", "--timeout", "3", env={"SAMOCODE_MAX_RETRIES": "0", "SAMOCODE_KILL_GRACE": "1"}
+    )
+    elapsed = time.monotonic() - started
+    assert result.returncode == 5 and "(timeout)" in result.stderr, result.stderr
+    attempt = history(project.session_dir("deadline"))[0]
+    assert attempt["ending"] == "timeout" and attempt["failure"] == "timeout"
+    assert 3 <= attempt["duration_s"] <= 3 + 1 + 0.5, attempt["duration_s"]
+    assert elapsed < 3 + 1 + 4, elapsed  # plus the worker's own start-up
+    assert sleepers(project.root) == [] and fakes(project.root) == []
+
+
+def test_a_silent_child_is_killed_as_idle_with_all_its_descendants(project):
+    project.scenario(by_phase={"investigation": {"spawn": "both", "sleep": 60}})
+    env = {"SAMOCODE_IDLE_TIMEOUT": "1", "SAMOCODE_MAX_RETRIES": "1"}
+    result = project.worker("idle", env=env)
+    assert result.returncode == 5 and "(idle)" in result.stderr, result.stderr
+    attempts = [r for r in history(project.session_dir("idle")) if r.get("event") == "attempt_failed"]
+    assert [(a["ending"], a["failure"]) for a in attempts] == [("idle", "idle")] * 2
+    assert all(a["duration_s"] < 1 + 1 + 0.5 for a in attempts)
+    assert sleepers(project.root) == [] and fakes(project.root) == []
+    log = (project.session_dir("idle") / "session.log").read_text()
+    assert "idle" in log and "timeout" not in log.replace("idle_timeout", "")
+
+
+def test_ctrl_c_kills_a_setsid_grandchild_too(project):
+    project.scenario(by_phase={"investigation": {"spawn": "both", "sleep": 60}})
+    proc = project.start("--config", str(project.config), "--session", "cc")
+    _started(project)
+    wait_for(lambda: len(sleepers(project.root)) == 2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=15)
+    assert proc.returncode == 130, err
+    assert sleepers(project.root) == [] and fakes(project.root) == []
+    assert os.path.exists(project.session_dir("cc") / "_overview.md")
