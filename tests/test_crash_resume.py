@@ -159,6 +159,21 @@ def test_a_kill_between_history_and_overview_is_replayed_exactly_once(project):
     assert_resumed_cleanly(project, "replay")
 
 
+def test_a_parent_command_after_the_kill_wins_and_the_count_is_carried_over(project):
+    project.scenario(by_phase=session_script())
+    died = project.worker("sup", env={"SAMOCODE_TEST_CRASH_AT": "history@3"})
+    assert died.returncode == -signal.SIGKILL
+    session = find_session(project.sessions, "sup")
+    assert decisions(session)[-1]["waiting_for"] == "plan_approval"
+    assert overview(session).get("blocked") == "no"  # the wait never reached the overview
+    approved = project.run("approve", "--config", str(project.config), "--session", "sup")
+    assert approved.returncode == 0, approved.stderr
+    drive(project, "sup")
+    ov = overview(session)
+    assert "Waiting for plan_approval" in ov.text  # the lost Flow Log line carried over
+    assert_resumed_cleanly(project, "sup")
+
+
 # -- external kill -9 ----------------------------------------------------------------------------------
 
 

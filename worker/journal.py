@@ -34,7 +34,7 @@ from worker.session import SessionPaths
 from worker.signals import MAX_SIGNAL_BYTES, WaitFor, clear_signal, read_history
 
 # Journaled events after which the iteration is over: replaying one completes the iteration.
-FINAL_EVENTS = frozenset({"interrupted", "provider_failed", "stopped"})
+FINAL_EVENTS = frozenset({"interrupted", "provider_failed"})
 _TMP = re.compile(r"^\.(?:_overview\.md|\.samocode\.iteration\.json)\.(?P<pid>\d+)\.tmp$")
 
 
@@ -171,7 +171,7 @@ def clear_marker(paths: SessionPaths) -> None:
 
 @dataclass(frozen=True)
 class Recovery:
-    action: str  # "replayed" | "interrupted" | "skipped"
+    action: str  # "replayed" | "interrupted" | "superseded"
     detail: str
     swept: int = 0
 
@@ -227,7 +227,14 @@ def recover(
     if last is not None and (last.get("decision") or last.get("event") in FINAL_EVENTS):
         change = last.get("overview") or {}
         if own[-1] != len(history) - 1:
-            result = Recovery("skipped", "a later history record supersedes the iteration's last change")
+            # A parent command (approve, unblock...) acted after it and its change wins; only the
+            # count and the Flow Log lines that never landed are carried over.
+            fields = change.get("fields") or {}
+            counters = {k: v for k, v in fields.items() if k in ("Total Iterations", "Total Cost")}
+            with contextlib.suppress(OverviewError):
+                if _total_in_overview(paths) < _int(last.get("total")):
+                    apply_change(paths.overview, counters, change.get("flow") or [])
+            result = Recovery("superseded", "a later history record supersedes the iteration's last change")
         else:
             with contextlib.suppress(OverviewError):
                 apply_change(paths.overview, change.get("fields") or {}, change.get("flow") or [])
@@ -237,6 +244,10 @@ def recover(
     clear_marker(paths)
     log(f"recovery after a dead worker: {result.action} ({result.detail}); {swept} processes swept")
     return Recovery(result.action, result.detail, swept)
+
+
+def _total_in_overview(paths: SessionPaths) -> int:
+    return overview.parse(read_overview(paths.overview)).state().total
 
 
 def _record_interrupted(paths: SessionPaths, marker: dict, now: dt.datetime, swept: int) -> Recovery:

@@ -348,7 +348,8 @@ class _Loop:
     ) -> Outcome:
         what = record.failure.value if record.failure else "failure"
         message = f"{self.rt.provider.name} failed ({what}): {record.message}".strip()
-        message += " (not retried)" if record.failure in FATAL else f" after {tries.failures} attempts"
+        attempts = f"{tries.failures} attempt" + ("s" if tries.failures != 1 else "")
+        message += " (not retried)" if record.failure in FATAL else f" after {attempts}"
         self._note(outcomes.provider_failed(iteration_id, state, what, message, self.rt.now()))
         journal.clear_marker(self.paths)
         self._notify("failed", state.phase, message)

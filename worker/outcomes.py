@@ -182,7 +182,7 @@ def interrupted(
     return Change(
         _line(iteration_id, state, "interrupted", now, detail=what, **record_fields(record)),
         fields,
-        [flow_line(total, now, f"Worker interrupted ({what}); child stopped, iteration {total} runs again")],
+        [flow_line(total, now, f"Worker interrupted ({what}); iteration {total} runs again on restart")],
     )
 
 
