@@ -1,9 +1,9 @@
 """The iteration loop: one child per iteration, a decision per signal, until a stop.
 
-It wires the other modules together and applies what `phases.decide` returns. The rails it
-consults live in `rails` (budget, stall breaker, usage waits, backoff) and `journal` (the order of
-the worker's writes, the in-flight marker, the repair after a crash); the session lease is
-`session.Lease`.
+It wires the other modules together and applies what `phases.decide` returns: `gate` says whether
+the session may start, `attempt` runs one child, `outcomes` builds what each ending writes,
+`journal` writes it in crash-safe order (and repairs what a killed worker left), `rails` holds the
+budget, the stall breaker, usage waits and backoff; the session lease is `session.Lease`.
 """
 
 from __future__ import annotations
@@ -18,22 +18,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker import journal, outcomes, process, rails
+from worker import gate, journal, outcomes, process, rails
 from worker.attempt import Attempt, Request, SignalStuck, run_attempt
 from worker.config import Project, Settings
 from worker.errors import ExitCode
 from worker.journal import JournalError, stamp
 from worker.notify import Notifier, format_event
 from worker.outcomes import Change, worker_stop
-from worker.overview import Overview, OverviewError
+from worker.overview import OverviewError
 from worker.phases import Decision, Phase, SessionState, Verdict, blocked_for, cap_reached, decide
 from worker.providers import FATAL, Failure, IterationRecord, Provider
 from worker.session import Lease, SessionPaths
 from worker.signals import Need, WaitFor
 from worker.workspace import Workspace
-
-# History events written by the parent commands: they end whatever the last decision waited for.
-_HUMAN_EVENTS = frozenset({"approved", "resumed", "answered", "unblocked"})
 
 
 @dataclass(frozen=True)
@@ -143,11 +140,13 @@ class _Loop:
         except OverviewError as exc:
             return self._stop_unreadable(exc.reason)
         history = journal.load_history(self.paths)
-        gate = self._gate(ov, state, history)
-        if gate is not None:
-            return gate
+        passed = gate.check(ov, state, history, self.paths.qa)
+        if passed.stop is not None:
+            return self._outcome(passed.stop, passed.message)
+        if passed.ended_wait is not None:
+            self._note(outcomes.wait_ended(state, passed.ended_wait, self.rt.now()))
         self.spend = rails.Spend.from_history(history)
-        self.stall.start(_last_decision(history), state.phase.value)
+        self.stall.start(gate.last_decision(history), state.phase.value)
         while True:
             try:
                 state = self.ws.read().state()
@@ -166,27 +165,6 @@ class _Loop:
             outcome = self._iteration(state)
             if outcome is not None:
                 return outcome
-
-    def _gate(self, ov: Overview, state: SessionState, history: list[dict]) -> Outcome | None:
-        """Before spending anything: a blocked session stops (exit 4), a session whose human has
-        not acted yet stops (exit 3), a finished one ends (exit 0); any other wait is over."""
-        blocked = ov.get("blocked").lower()
-        wait = _value(ov.get("waiting for")).lower() or _last_wait(history)
-        if blocked.startswith("yes"):
-            reason = ov.get("last action") or "blocked"
-            return self._outcome(
-                ExitCode.BLOCKED,
-                f"session is blocked ({reason}); resolve it, then run `unblock` or set 'Blocked: no'",
-            )
-        if blocked.startswith("waiting"):
-            if state.phase is Phase.PLANNING and wait in ("", WaitFor.PLAN_APPROVAL.value):
-                return self._outcome(ExitCode.WAITING, "the plan waits for approval: run `approve` first")
-            if wait == WaitFor.QA_ANSWERS.value and _qa_unanswered(self.paths.qa):
-                return self._outcome(ExitCode.WAITING, f"questions in {self.paths.qa} still wait for answers")
-            self._note(outcomes.wait_ended(state, wait, self.rt.now()))
-        elif state.phase is Phase.DONE and (_last_decision(history) or {}).get("decision") == "done":
-            return self._outcome(ExitCode.DONE, "the session is already done")
-        return None
 
     # -- one iteration -----------------------------------------------------------------------
 
@@ -400,33 +378,6 @@ class _Loop:
         self.rt.notifier.send(
             format_event(kind, self.paths.name, name, detail, iteration=iteration, cost_usd=cost)
         )
-
-
-def _last_decision(history: list[dict]) -> dict | None:
-    return next((r for r in reversed(history) if r.get("decision")), None)
-
-
-def _last_wait(history: list[dict]) -> str:
-    """What the last decision waited for, unless a parent command acted after it."""
-    for record in reversed(history):
-        if record.get("event") in _HUMAN_EVENTS:
-            return ""
-        if record.get("decision"):
-            return str(record.get("waiting_for") or "")
-    return ""
-
-
-def _value(text: str) -> str:
-    return "" if text.strip() in ("", "-") else text.strip()
-
-
-def _qa_unanswered(path: Path) -> bool:
-    if not path.is_file():  # a FIFO would block the read
-        return False
-    try:
-        return "_waiting_" in path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
 
 
 __all__ = ["IterationReport", "Outcome", "RunOptions", "Runtime", "run_session"]

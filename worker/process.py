@@ -322,7 +322,6 @@ def run(
                     tail_size -= len(tail.popleft())
                 lines.feed(chunk)
     lines.close()
-    ended = time.monotonic()
     if ending is not Ending.EXITED:
         leftovers = terminate_tree(proc, tag, limits.kill_grace, before=before)
     else:
@@ -337,7 +336,7 @@ def run(
     return RunResult(
         ending=ending,
         exit_code=proc.returncode,
-        duration=ended - started,
+        duration=time.monotonic() - started,  # up to the last descendant's end
         stdout_bytes=total,
         tail=b"".join(tail)[-TAIL_BYTES:],
         leftovers=leftovers,
