@@ -135,6 +135,11 @@ def _history_is_a_dir(project, folder: Path) -> None:
     (folder / "_signal_history.jsonl").mkdir()
 
 
+def _lock_is_a_dir(project, folder: Path) -> None:
+    session_with()(project, folder)
+    (folder / ".samocode.lock").mkdir()
+
+
 def _logs_is_a_file(project, folder: Path) -> None:
     session_with(_logs="not a folder\n")(project, folder)
 
@@ -244,6 +249,7 @@ ROWS = [
         "history-is-a-directory", _history_is_a_dir, "cannot read _signal_history.jsonl: Is a directory"
     ),
     unusable("logs-is-a-file", _logs_is_a_file, "cannot write the iteration's files in"),
+    unusable("lock-file-is-a-directory", _lock_is_a_dir, "cannot lock _overview.md (.samocode.lock: Is a"),
     proceeds("junk-in-flight-marker", session_with(__samocode__iteration__json=b"\x00{junk")),
     proceeds("stale-signal-left-behind", session_with(_signal__json=GOOD_SIGNAL)),
     proceeds("qa-binary-junk-while-waiting", waiting_for_answers(bytes(range(256))), REQ_BLOCK),

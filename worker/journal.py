@@ -101,21 +101,30 @@ def load_history(paths: SessionPaths, limit: int | None = None) -> list[dict]:
         raise JournalError(f"cannot read {paths.history.name}: {exc.strerror}") from None
 
 
+def check_lock(paths: SessionPaths) -> None:
+    """OverviewError now, before a child runs, when the overview's lock cannot be taken."""
+    try:
+        with overview.locked(paths.dir):
+            pass
+    except OSError as exc:
+        raise OverviewError(f"cannot lock _overview.md (.samocode.lock: {exc.strerror})") from None
+
+
 def apply_change(path: Path, fields: Mapping[str, str | None], flow: Sequence[str]) -> None:
     """Set the fields and append the Flow Log lines not yet there; a no-op when it all landed."""
     if not fields and not flow:
         return
-    with overview.locked(path.parent):
-        text = read_overview(path)
-        new = overview.set_fields(overview.parse(text), fields) if fields else text
-        for entry in flow:
-            if entry not in text:
-                new = overview.append_flow(new, entry)
-        if new != text:
-            try:
+    try:
+        with overview.locked(path.parent):
+            text = read_overview(path)
+            new = overview.set_fields(overview.parse(text), fields) if fields else text
+            for entry in flow:
+                if entry not in text:
+                    new = overview.append_flow(new, entry)
+            if new != text:
                 overview.write_atomic(path, new)
-            except OSError as exc:
-                raise OverviewError(f"cannot write _overview.md: {exc.strerror}") from None
+    except OSError as exc:  # the lock file or the temp file cannot be made
+        raise OverviewError(f"cannot write _overview.md: {exc.strerror}") from None
 
 
 def commit(

@@ -135,6 +135,7 @@ class _Loop:
     def run(self) -> Outcome:
         journal.recover(self.paths, self.rt.now(), self._sweep, self.rt.log)
         try:
+            journal.check_lock(self.paths)
             ov = self.ws.read()
             state = ov.state()
         except OverviewError as exc:

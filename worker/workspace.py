@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from worker import gitops, overview
 from worker.config import Project
-from worker.journal import flow_line, read_overview, stamp
+from worker.journal import JournalError, flow_line, read_overview, stamp
 from worker.session import SessionPaths
 
 
@@ -44,8 +44,11 @@ class Workspace:
             dive,
             flow_line(0, self.now(), f"Session created{where} -> _overview.md"),
         )
-        with overview.locked(self.paths.dir):
-            overview.write_atomic(self.paths.overview, text)
+        try:
+            with overview.locked(self.paths.dir):
+                overview.write_atomic(self.paths.overview, text)
+        except OSError as exc:
+            raise JournalError(f"cannot write {self.paths.overview.name}: {exc.strerror}") from None
 
     def _attach_worktree(self) -> None:
         """The session's worktree on its branch: created on first use, recreated when removed."""
