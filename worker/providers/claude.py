@@ -165,12 +165,13 @@ class ClaudeStream:
 def _classify(result: dict, status: int | None, rejected: bool, retry_error: str) -> Failure:
     if result.get("subtype") == "error_max_turns":
         return Failure.MAX_TURNS
-    if rejected or status == 429:
-        return (
-            Failure.USAGE_LIMIT
-            if rejected or _reset_from_text(str(result.get("result")))
-            else (Failure.OVERLOADED)
-        )
+    if rejected:
+        return Failure.USAGE_LIMIT
+    if status == 429:
+        # The CLI has already retried the 429 itself (minutes of backoff), so with an API key this
+        # is a usage limit without a reset time; only its own "not your usage limit" says otherwise.
+        text = str(result.get("result") or "")
+        return Failure.OVERLOADED if "not your usage limit" in text else Failure.USAGE_LIMIT
     if status in (401, 403) or retry_error == "authentication_failed":
         return Failure.AUTH
     if status is not None and (status >= 500 or status == 529):
