@@ -69,6 +69,7 @@ def test_new_session_stops_at_qa_gate_then_plan_gate_then_runs_to_done(project):
     assert third.returncode == 0, third.stderr
     ov = parse((session / "_overview.md").read_text())
     assert ov.get("phase") == "done"
+    assert "Phase set to implementation outside the worker (was planning)" in ov.text
     history = [json.loads(line) for line in (session / "_signal_history.jsonl").read_text().splitlines()]
     phases = [h["phase"] for h in history if h.get("decision")]
     assert phases == [
@@ -82,6 +83,8 @@ def test_new_session_stops_at_qa_gate_then_plan_gate_then_runs_to_done(project):
         "done",
     ]
     assert all(h["accepted"] for h in history if h.get("decision"))
+    implementation = next(h for h in history if h.get("decision") and h["phase"] == "implementation")
+    assert implementation["iteration"] == 1  # the hand-set phase counts its iterations from 1
     worktree = project.worktrees / session.name
     assert (worktree / "feature.txt").read_text() == "hello\n"
     assert not (project.main_repo / "feature.txt").exists()

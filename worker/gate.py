@@ -46,6 +46,16 @@ def check(ov: Overview, state: SessionState, history: list[dict], qa: Path) -> G
     return Gate(None)
 
 
+def phase_set_by_hand(state: SessionState, history: list[dict]) -> str | None:
+    """The phase the session was last left in by the worker or a parent command, when the overview
+    now names another one (someone edited the Phase line); None when they agree."""
+    for record in reversed(history):
+        after = record.get("phase_after")
+        if after:
+            return str(after) if after != state.phase.value else None
+    return None
+
+
 def last_decision(history: list[dict]) -> dict | None:
     return next((r for r in reversed(history) if r.get("decision")), None)
 

@@ -146,6 +146,8 @@ class _Loop:
             return self._outcome(passed.stop, passed.message)
         if passed.ended_wait is not None:
             self._note(outcomes.wait_ended(state, passed.ended_wait, self.rt.now()))
+        if (was := gate.phase_set_by_hand(state, history)) is not None:
+            self._note(outcomes.phase_set_by_hand(state, was, self.rt.now()))
         self.spend = rails.Spend.from_history(history)
         self.stall.start(gate.last_decision(history), state.phase.value)
         while True:

@@ -231,3 +231,12 @@ def wait_ended(state: SessionState, wait: str, now: dt.datetime) -> Change:
         {"Blocked": "no", "Waiting For": "-"},
         [flow_line(state.total, now, f"Resumed after waiting for {wait or 'a human'}")],
     )
+
+
+def phase_set_by_hand(state: SessionState, was: str, now: dt.datetime) -> Change:
+    """The Phase line was edited outside the worker: honour it, and count its iterations from 1."""
+    return Change(
+        {"time": stamp(now), "event": "phase_set_by_hand", "phase": was, "phase_after": state.phase.value},
+        {"Iteration": "1"},
+        [flow_line(state.total, now, f"Phase set to {state.phase.value} outside the worker (was {was})")],
+    )
