@@ -29,6 +29,8 @@ sys.path.insert(0, str(REPO))
 from worker import overview  # noqa: E402
 
 
+# Default settings throughout (the stall breaker on); MAIN_REPO is not a git repository, so no
+# worktree and no `git status` per iteration: see the README for the git case.
 class Bench:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -46,7 +48,6 @@ class Bench:
             "SAMOCODE_ENV_FILE": str(root / "none.env"),
             "CLAUDE_PATH": str(FAKE),
             "BENCH_STAMPS": str(self.stamps),
-            "SAMOCODE_STALL_ITERATIONS": "0",
         }
 
     def session(self, name: str, flow_lines: int = 0) -> Path:
@@ -97,6 +98,35 @@ class Bench:
             raise SystemExit(f"worker exited {proc.returncode}: {err.decode()[-2000:]}")
         runs = [tuple(map(float, ln.split())) for ln in self.stamps.read_text().splitlines()]
         return started, runs, peak / 1024
+
+
+def overhead_git(root: Path, n: int = 50) -> float:
+    """The same with MAIN_REPO a git repository of 200 files: a worktree, and one `git status` per
+    iteration for the stall breaker."""
+    b = Bench(root)
+    env = {
+        **b.env,
+        "GIT_AUTHOR_NAME": "b",
+        "GIT_AUTHOR_EMAIL": "b@b",
+        "GIT_COMMITTER_NAME": "b",
+        "GIT_COMMITTER_EMAIL": "b@b",
+    }
+    for i in range(200):
+        (b.repo / f"f{i}.txt").write_text(f"{i}\n")
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "init"]):
+        subprocess.run(["git", "-C", str(b.repo), *cmd], check=True, env=env, capture_output=True)
+    b.env = env
+    folder = b.session("git")
+    subprocess.run(
+        ["git", "-C", str(b.repo), "worktree", "add", "-q", "-b", "git", str(root / "wt" / "git")],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    assert folder.exists()
+    _, runs, _ = b.run("git", n + 1)
+    gaps = [runs[i + 1][0] - runs[i][1] for i in range(len(runs) - 1)]
+    return statistics.median(gaps) * 1000
 
 
 def overhead(b: Bench, name: str, flow_lines: int, n: int = 50) -> float:
@@ -171,6 +201,8 @@ def main() -> None:
         b = Bench(Path(tmp))
         results["overhead_ms_median"] = round(overhead(b, "plain", 0), 2)
         results["overhead_ms_median_10k_flow_log"] = round(overhead(b, "flow10k", 10_000), 2)
+        (Path(tmp) / "g").mkdir()
+        results["overhead_ms_median_git_repo"] = round(overhead_git(Path(tmp) / "g"), 2)
 
         rss = {}
         for mb in (0, 50 if not args.quick else 5, big):

@@ -96,7 +96,7 @@ class Spend:
 
 # Session files the worker writes itself, or that say nothing about the agent's progress.
 _NOT_PROGRESS = frozenset({"_signal.json", "_signal_history.jsonl", "session.log", "_logs"})
-_HEADING = re.compile(r"^#{1,6}[ \t]+\**[ \t]*(?P<title>[^\n]*?)[ \t]*\**[ \t]*#*[ \t]*\r?$", re.MULTILINE)
+_HEADING = re.compile(r"^#{1,6}[ \t]+\**[ \t]*(?P<title>[^\n]*?)[ \t]*\**[ \t]*#*[ \t]*$")
 # Sections of the overview rewritten every iteration whatever happens: not progress by themselves.
 _CHURN = frozenset({"status", "flow log"})
 _GIT_ENV = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GIT_OPTIONAL_LOCKS": "0"}
@@ -151,18 +151,26 @@ def tree_state(work: Path) -> TreeState | None:
 
 
 def _overview_content(data: bytes) -> bytes:
-    """The overview minus its Status and Flow Log sections (the worker and every iteration touch those)."""
-    text = data.decode("utf-8", "replace")
+    """The overview minus its Status and Flow Log sections (the worker and every iteration touch those).
+
+    Heading lines are found with bytes.find, not a regex over the whole text: with a long Flow Log this
+    runs every iteration."""
     keep, pos, skipping = [], 0, False
-    for match in _HEADING.finditer(text):
-        if not skipping:
-            keep.append(text[pos : match.start()])
-        title = match.group("title").strip("*# ").lower()
-        skipping = title in _CHURN
-        pos = match.start()
+    at = 0 if data.startswith(b"#") else data.find(b"\n#")
+    while at >= 0:
+        line_start = at if at == 0 and data.startswith(b"#") else at + 1
+        line_end = data.find(b"\n", line_start)
+        line = data[line_start : line_end if line_end >= 0 else len(data)].decode("utf-8", "replace")
+        match = _HEADING.match(line.rstrip("\r"))
+        if match:
+            if not skipping:
+                keep.append(data[pos:line_start])
+            skipping = match.group("title").strip("*# ").lower() in _CHURN
+            pos = line_start
+        at = data.find(b"\n#", line_start + 1)
     if not skipping:
-        keep.append(text[pos:])
-    return "".join(keep).encode("utf-8")
+        keep.append(data[pos:])
+    return b"".join(keep)
 
 
 def session_state(folder: Path) -> tuple[str, int]:
