@@ -147,3 +147,9 @@ def test_waiting_for_is_a_synonym_of_for():
 def test_unknown_phase_in_signal_blocks():
     d = decide(state("testing"), parse_signal({"status": "continue", "phase": "shipping"}))
     assert d.verdict is Verdict.BLOCKED and "unknown phase 'shipping'" in d.reason
+
+
+@pytest.mark.parametrize(("key", "value"), [("for", "usage_limit"), ("needs", "budget")])
+def test_a_child_may_not_send_the_worker_only_values(key, value):
+    with pytest.raises(InvalidSignal, match=f"unknown '{key}' value '{value}'"):
+        parse_signal({"status": "blocked", key: value, "reason": "x"})

@@ -159,25 +159,14 @@ def _config(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from worker import session
-    from worker.config import load_project, load_settings
+    from worker.config import gather, load_project, load_settings
 
     overrides = {"provider": args.provider, "timeout_override": args.timeout}
-    problems: list[str] = []
-    settings = project = None
-    try:
-        settings = load_settings(os.environ, overrides)
-    except ConfigError as exc:
-        problems += exc.problems
-    try:
-        project = load_project(args.config)
-    except ConfigError as exc:
-        problems += exc.problems
-    try:
-        session.check_name(args.session)
-    except ConfigError as exc:
-        problems += exc.problems
-    if problems or settings is None or project is None:
-        raise ConfigError(problems)
+    settings, project, _ = gather(
+        lambda: load_settings(os.environ, overrides),
+        lambda: load_project(args.config),
+        lambda: session.check_name(args.session),
+    )
 
     from worker.loop import IterationReport, RunOptions, Runtime, run_session
     from worker.notify import make_notifier

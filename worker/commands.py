@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker import overview, session, status
-from worker.config import Project, load_project, load_settings
+from worker.config import Project, gather, load_project, load_settings
 from worker.errors import ConfigError, Refused
 from worker.overview import Overview, OverviewError
 from worker.phases import PHASES, Phase
@@ -382,18 +382,7 @@ def _await_session(project: Project, name: str, limit: float) -> SessionPaths:
 
 
 def _project(args: argparse.Namespace) -> Project:
-    problems: list[str] = []
-    project = None
-    try:
-        project = load_project(args.config)
-    except ConfigError as exc:
-        problems += exc.problems
-    try:
-        session.check_name(args.session)
-    except ConfigError as exc:
-        problems += exc.problems
-    if problems or project is None:
-        raise ConfigError(problems)
+    project, _ = gather(lambda: load_project(args.config), lambda: session.check_name(args.session))
     return project
 
 

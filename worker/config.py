@@ -7,7 +7,7 @@ collected and reported at once, as plain lines.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -150,6 +150,21 @@ ENV_NAMES = {
 }
 # Settings that must be above zero (the others may be zero, which means "off" where it applies).
 _POSITIVE = {"claude_max_turns", "claude_timeout", "codex_timeout", "idle_timeout", "timeout_override"}
+
+
+def gather(*loaders: Callable[[], object]) -> list:
+    """Run every loader and return their results; one ConfigError lists every problem at once."""
+    results: list = []
+    problems: list[str] = []
+    for load in loaders:
+        try:
+            results.append(load())
+        except ConfigError as exc:
+            problems += exc.problems
+            results.append(None)
+    if problems:
+        raise ConfigError(problems)
+    return results
 
 
 def env_file_path(environ: Mapping[str, str]) -> Path:

@@ -75,6 +75,20 @@ def _text(data: dict[str, Any], key: str) -> str:
     return value.strip()
 
 
+def _vocabulary(key: str, text: str, kind: type[enum.Enum], allowed: frozenset) -> Any:
+    """The enum member a child may send for `key`, None when absent; worker-only values are refused."""
+    if not text:
+        return None
+    try:
+        value = kind(text)
+    except ValueError:
+        value = None
+    if value not in allowed:
+        names = ", ".join(sorted(v.value for v in allowed))
+        raise InvalidSignal(f"unknown '{key}' value '{text}' (allowed: {names})")
+    return value
+
+
 def parse_signal(data: object) -> Signal:
     """Turn decoded JSON into a Signal, or raise InvalidSignal naming the first problem."""
     if not isinstance(data, dict):
@@ -92,24 +106,8 @@ def parse_signal(data: object) -> Signal:
     alias = _text(data, "waiting_for").lower()
     if wait_text and alias and wait_text != alias:
         raise InvalidSignal(f"'for' ({wait_text}) and 'waiting_for' ({alias}) disagree")
-    wait_text = wait_text or alias
-    waiting_for = None
-    if wait_text:
-        try:
-            waiting_for = WaitFor(wait_text)
-        except ValueError:
-            allowed = ", ".join(sorted(w.value for w in CHILD_WAIT_FOR))
-            raise InvalidSignal(f"unknown 'for' value '{wait_text}' (allowed: {allowed})") from None
-
-    needs_text = _text(data, "needs").lower()
-    needs = None
-    if needs_text:
-        try:
-            needs = Need(needs_text)
-        except ValueError:
-            allowed = ", ".join(sorted(n.value for n in CHILD_NEEDS))
-            raise InvalidSignal(f"unknown 'needs' value '{needs_text}' (allowed: {allowed})") from None
-
+    waiting_for = _vocabulary("for", wait_text or alias, WaitFor, CHILD_WAIT_FOR)
+    needs = _vocabulary("needs", _text(data, "needs").lower(), Need, CHILD_NEEDS)
     phase = _text(data, "phase").lower() or None
     return Signal(
         status=status,
