@@ -15,7 +15,6 @@ import ctypes
 import enum
 import fcntl
 import os
-import secrets
 import selectors
 import signal
 import subprocess
@@ -243,7 +242,7 @@ def run(
     `on_line` gets the stdout lines containing one of `markers` (every line when empty). `tag`
     (made up when empty) goes into the environment of the child and everything it starts; the
     caller may record it first, so a worker that dies can have the processes swept later."""
-    tag = tag or secrets.token_hex(8)
+    tag = tag or os.urandom(8).hex()
     env = {**inv.env, TAG_VAR: tag}
     started = time.monotonic()
     before = frozenset(_own_children())
