@@ -120,6 +120,26 @@ def find_executable(setting: str, value: str) -> str:
     raise ConfigError(f"'{value}' is not on PATH: install the CLI or set {setting} to its path")
 
 
+def ending_failure(run: RunResult) -> Failure | None:
+    """The failure of a child the worker stopped (timeout, idle, interrupt); None when it exited."""
+    from worker.process import Ending
+
+    if run.ending is Ending.EXITED:
+        return None
+    return {Ending.TIMEOUT: Failure.TIMEOUT, Ending.IDLE: Failure.IDLE}.get(run.ending, Failure.INTERRUPTED)
+
+
+def last_line(text: str, skip: tuple[str, ...] = ()) -> str:
+    """The last non-blank line of a CLI's stderr (lines starting with `skip` are noise), shortened."""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip() and not ln.startswith(skip or ("\0",))]
+    return truncate(lines[-1], 300) if lines else ""
+
+
+def as_int(value: object) -> int | None:
+    """A JSON integer (not a bool), else None."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def truncate(text: str, limit: int = 2000) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"

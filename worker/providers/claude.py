@@ -7,15 +7,18 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from worker.process import Ending, RunResult
+from worker.process import RunResult
 from worker.prompt import compose
 from worker.providers import (
     Failure,
     IterationRecord,
     IterationRequest,
     Prepared,
+    as_int,
     child_env,
+    ending_failure,
     find_executable,
+    last_line,
     truncate,
 )
 
@@ -114,22 +117,19 @@ class ClaudeStream:
 
     def finish(self, run: RunResult, stderr_tail: str) -> IterationRecord:
         usage = self._usage()
-        if run.ending is not Ending.EXITED:
-            failure = {Ending.TIMEOUT: Failure.TIMEOUT, Ending.IDLE: Failure.IDLE}.get(
-                run.ending, Failure.INTERRUPTED
-            )
-            return IterationRecord(failure=failure, message=f"child {run.ending.value}", **usage)
+        if (stopped := ending_failure(run)) is not None:
+            return IterationRecord(failure=stopped, message=f"child {run.ending.value}", **usage)
         result = self.result
         if result is None:
             refusal = next((r for r in _REFUSALS if r in stderr_tail), "")
             if refusal:
-                return IterationRecord(failure=Failure.REFUSED, message=_last_line(stderr_tail))
+                return IterationRecord(failure=Failure.REFUSED, message=last_line(stderr_tail))
             if run.exit_code == 0:
                 return IterationRecord(
                     failure=Failure.NO_RESULT, message="stream ended without a result event"
                 )
             return IterationRecord(
-                failure=Failure.EXIT, message=f"exit {run.exit_code}: {_last_line(stderr_tail)}".strip()
+                failure=Failure.EXIT, message=f"exit {run.exit_code}: {last_line(stderr_tail)}".strip()
             )
         text = result.get("result") if isinstance(result.get("result"), str) else ""
         errors = result.get("errors")
@@ -152,11 +152,11 @@ class ClaudeStream:
         result = self.result or {}
         usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
         cost = result.get("total_cost_usd")
-        cached = _int(usage.get("cache_read_input_tokens"))
+        cached = as_int(usage.get("cache_read_input_tokens"))
         return {
-            "turns": _int(result.get("num_turns")),
-            "tokens_in": _int(usage.get("input_tokens")),
-            "tokens_out": _int(usage.get("output_tokens")),
+            "turns": as_int(result.get("num_turns")),
+            "tokens_in": as_int(usage.get("input_tokens")),
+            "tokens_out": as_int(usage.get("output_tokens")),
             "tokens_cached": cached,
             "cost_usd": float(cost) if isinstance(cost, (int, float)) else None,
         }
@@ -184,12 +184,3 @@ def _reset_from_text(text: str) -> float | None:
     from worker.clock import reset_time
 
     return reset_time(text)
-
-
-def _last_line(text: str) -> str:
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return truncate(lines[-1], 300) if lines else ""
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None

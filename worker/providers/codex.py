@@ -14,20 +14,25 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from worker.clock import reset_time
-from worker.process import Ending, RunResult
+from worker.process import RunResult
 from worker.prompt import compose
 from worker.providers import (
     Failure,
     IterationRecord,
     IterationRequest,
     Prepared,
+    as_int,
     child_env,
+    ending_failure,
     find_executable,
+    last_line,
     truncate,
 )
 
 if TYPE_CHECKING:
     from worker.config import Settings
+
+_NOISE = ("WARNING: ",)  # stderr lines codex prints on every run (e.g. about PATH aliases)
 
 # Event heads worth a json.loads; everything else (item.started, big command outputs) is only logged.
 _PARSED = (b'{"type":"turn.completed"', b'{"type":"turn.failed"', b'{"type":"error"')
@@ -174,11 +179,8 @@ class CodexStream:
 
     def finish(self, run: RunResult, stderr_tail: str) -> IterationRecord:
         usage = self._usage()
-        if run.ending is not Ending.EXITED:
-            failure = {Ending.TIMEOUT: Failure.TIMEOUT, Ending.IDLE: Failure.IDLE}.get(
-                run.ending, Failure.INTERRUPTED
-            )
-            return IterationRecord(failure=failure, message=f"child {run.ending.value}", **usage)
+        if (stopped := ending_failure(run)) is not None:
+            return IterationRecord(failure=stopped, message=f"child {run.ending.value}", **usage)
         if self.failed is not None:
             failure, status = classify(self.failed)
             return IterationRecord(
@@ -207,21 +209,23 @@ class CodexStream:
                     failure=Failure.NO_RESULT, message="stream ended without turn.completed", **usage
                 )
             return IterationRecord(
-                failure=Failure.EXIT, message=f"exit {run.exit_code}: {_last_line(stderr_tail)}".strip()
+                failure=Failure.EXIT,
+                message=f"exit {run.exit_code}: {last_line(stderr_tail, _NOISE)}".strip(),
             )
         if run.exit_code not in (0, None):
+            why = last_line(stderr_tail, _NOISE)
             return IterationRecord(
                 failure=Failure.EXIT,
-                message=f"exit {run.exit_code} after turn.completed: {_last_line(stderr_tail)}".strip(),
+                message=f"exit {run.exit_code} after turn.completed: {why}".strip(),
                 **usage,
             )
         return IterationRecord(message=truncate(self.message), **usage)
 
     def _usage(self) -> dict:
         usage = self.usage or {}
-        total_in = _int(usage.get("input_tokens"))
-        cached = _int(usage.get("cached_input_tokens"))
-        out = _int(usage.get("output_tokens"))  # includes reasoning_output_tokens
+        total_in = as_int(usage.get("input_tokens"))
+        cached = as_int(usage.get("cached_input_tokens"))
+        out = as_int(usage.get("output_tokens"))  # includes reasoning_output_tokens
         # OpenAI counts cached tokens inside input_tokens; the record keeps them apart, as Claude does.
         uncached = max(total_in - (cached or 0), 0) if total_in is not None else None
         cost = None
@@ -253,12 +257,3 @@ def classify(message: str) -> tuple[Failure, int | None]:
 def _first_line_with(text: str, needle: str) -> str:
     line = next((ln for ln in text.splitlines() if needle in ln), needle)
     return truncate(line, 300)
-
-
-def _last_line(text: str) -> str:
-    lines = [ln for ln in text.strip().splitlines() if ln.strip() and not ln.startswith("WARNING: ")]
-    return truncate(lines[-1], 300) if lines else ""
-
-
-def _int(value: object) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
