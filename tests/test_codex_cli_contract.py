@@ -96,7 +96,9 @@ def test_the_real_cli_accepts_the_exact_argv_with_the_prompt_on_stdin(codex, tmp
     home = tmp_path / "no-codex-home"  # deliberately missing
     provider = CodexProvider(path=str(codex), model="gpt-5.5", timeout=60)
     agent = AgentSpec(name="samocode-x", description="d", body="Do one thing.\n")
-    prepared = provider.prepare(IterationRequest("workflow\n", "## Session context\n", agent, tmp_path, tmp_path))
+    prepared = provider.prepare(
+        IterationRequest("workflow\n", "## Session context\n", agent, tmp_path, tmp_path)
+    )
     prompt = tmp_path / "prompt.md"
     prompt.write_text(prepared.prompt)
     env = {**scratch_env(tmp_path), "CODEX_HOME": str(home)}
