@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import subprocess
 from dataclasses import dataclass
@@ -96,19 +95,3 @@ def recent_commits(path: Path, count: int = 3) -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     return result.stdout.splitlines() if result.returncode == 0 else []
-
-
-def fingerprint(path: Path) -> str:
-    """Changes when HEAD moves or the working tree changes; '' outside git."""
-    try:
-        head = _git(path, "rev-parse", "HEAD", timeout=20)
-        status = _git(path, "status", "--porcelain=v1", "-uall", timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    if status.returncode != 0:
-        return ""
-    diff = _git(path, "diff", "HEAD", timeout=60).stdout if status.stdout else ""
-    digest = hashlib.sha256()
-    for part in (head.stdout, status.stdout, diff):
-        digest.update(part.encode("utf-8", "replace"))
-    return digest.hexdigest()

@@ -182,14 +182,7 @@ class CodexStream:
         if (stopped := ending_failure(run)) is not None:
             return IterationRecord(failure=stopped, message=f"child {run.ending.value}", **usage)
         if self.failed is not None:
-            failure, status = classify(self.failed)
-            return IterationRecord(
-                failure=failure,
-                message=truncate(self.failed),
-                resets_at=reset_time(self.failed) if failure is Failure.USAGE_LIMIT else None,
-                api_status=status,
-                **usage,
-            )
+            return _error_record(self.failed, usage)
         if self.usage is None:
             refusal = next((r for r in _REFUSALS if r in stderr_tail), "")
             if refusal:
@@ -197,13 +190,7 @@ class CodexStream:
                     failure=Failure.REFUSED, message=_first_line_with(stderr_tail, refusal)
                 )
             if self.last_error:  # an error event, then the stream ended without turn.failed
-                failure, status = classify(self.last_error)
-                return IterationRecord(
-                    failure=failure,
-                    message=truncate(self.last_error),
-                    resets_at=reset_time(self.last_error) if failure is Failure.USAGE_LIMIT else None,
-                    api_status=status,
-                )
+                return _error_record(self.last_error, {})
             if run.exit_code == 0:
                 return IterationRecord(
                     failure=Failure.NO_RESULT, message="stream ended without turn.completed", **usage
@@ -239,6 +226,18 @@ class CodexStream:
             "cost_usd": cost,
             "cost_estimated": cost is not None,
         }
+
+
+def _error_record(message: str, usage: dict) -> IterationRecord:
+    """The record of a run that Codex ended with an error message (turn.failed or a last `error`)."""
+    failure, status = classify(message)
+    return IterationRecord(
+        failure=failure,
+        message=truncate(message),
+        resets_at=reset_time(message) if failure is Failure.USAGE_LIMIT else None,
+        api_status=status,
+        **usage,
+    )
 
 
 def classify(message: str) -> tuple[Failure, int | None]:
