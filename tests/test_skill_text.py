@@ -4,7 +4,10 @@ Every subcommand and `--flag` they show, every exit code they name, and every ph
 `for` value, `needs` value and Blocked value they quote must exist in the code, so the instructions
 cannot drift from the worker. The facts come from the code itself: the argparse parser
 (worker.cli.build_parser), ExitCode, Phase/PHASES, Status, WaitFor and Need. The checker is also fed
-mutated texts to prove it notices an unknown flag, a wrong exit code and the like.
+mutated texts to prove it notices an unknown flag, a wrong exit code and the like. The parent
+protocol is checked too: every command runs through the launcher in a foreground call (`start` detaches
+the worker; no background task, TaskStop or `&`), and the Worker line the stop rule quotes is the one
+`status` prints.
 """
 
 from __future__ import annotations
@@ -343,12 +346,67 @@ def test_frontmatter(facts: WorkerFacts) -> None:
         assert line.split(":", 1)[1].strip().startswith('"'), path
 
 
-def test_skill_runs_the_worker_through_its_launcher() -> None:
-    text = SKILL.read_text()
-    assert '"${CLAUDE_SKILL_DIR}/scripts/samocode" --config' in text
+def _block_lines(parsed: Parsed) -> list[str]:
+    return [line.strip() for block in parsed.code_blocks for line in block.splitlines()]
+
+
+def _launcher_lines(parsed: Parsed, sub: str) -> list[str]:
+    """The code-block lines that run `sub` through the launcher (what a parent copies and runs)."""
+    return [
+        x for x in _block_lines(parsed) if x.startswith(f'"${{CLAUDE_SKILL_DIR}}/scripts/samocode" {sub} ')
+    ]
+
+
+def test_skill_runs_every_command_through_its_launcher() -> None:
+    parsed = parse(SKILL.read_text())
     assert (SKILL.parent / "scripts" / "samocode").stat().st_mode & 0o111
-    assert "run_in_background: true" in text and "timeout: 600000" in text
-    assert "TaskStop" in text
+    for sub in ("status", "start", "watch", "approve", "answer", "stop"):
+        lines = _launcher_lines(parsed, sub)
+        assert lines, f"no code block runs `{sub}` through the launcher"
+        assert all("--config <CONFIG> --session <NAME>" in line for line in lines), lines
+    starts = _launcher_lines(parsed, "start")
+    assert any('--task "<TASK>"' in line for line in starts) and any("--task" not in x for x in starts)
+    (watch,) = _launcher_lines(parsed, "watch")
+    assert watch.endswith("--timeout 540")
+
+
+def test_skill_starts_the_worker_detached_and_watches_in_the_foreground() -> None:
+    """No background task of the parent CLI holds the worker (the CLI stops those after at most
+    its Bash time limit), and nothing tells the parent to stop the worker on its own account."""
+    text = SKILL.read_text()
+    both = text + COMMAND.read_text()
+    for phrase in ("run_in_background", "TaskStop", "TaskOutput", "BashOutput", "KillShell"):
+        assert phrase not in both, phrase
+    for line in _block_lines(parse(text)) + _block_lines(parse(COMMAND.read_text())):
+        words = _words(line)
+        assert "&" not in words and not line.endswith("&"), line
+        assert not {"nohup", "setsid", "timeout", "sleep"} & set(words), line
+    # `watch` waits at most 540 s; the Bash call must be allowed longer than that.
+    limits = [int(n) for n in re.findall(r"timeout: (\d+)", text)]
+    assert limits and all(n >= 540_000 + 30_000 for n in limits), limits
+    assert "`Worker: not running`" in text and "`Worker: running`" in text
+    assert "Never stop the worker unless the user asks" in text
+    assert "Never stop the worker unless the user asks" in COMMAND.read_text()
+
+
+def test_skill_quotes_the_worker_line_that_status_prints() -> None:
+    """The stop rule hinges on the Worker line: its words must be the ones `status` renders."""
+    source = (REPO / "worker" / "status.py").read_text()
+    spans = [s for s in parse(SKILL.read_text()).code_spans if s.startswith("Worker: ")]
+    assert spans
+    for span in spans:
+        fixed = re.split(r"\d|\(|<", span.removeprefix("Worker: "))[0].strip(" ·")
+        assert fixed and fixed in source, f"`{span}`: '{fixed}' is not in worker/status.py"
+
+
+def test_no_session_and_config_errors_have_their_own_codes(facts: WorkerFacts) -> None:
+    """`status` on a missing session is NO_SESSION, not the usage/config code, in the code and the skill."""
+    assert facts.exit_codes.get(9) == "NO_SESSION" and facts.exit_codes[2] == "USAGE"
+    table = exit_table(parse(SKILL.read_text()))
+    assert table is not None
+    rows = {int(c): " ".join(row).lower() for row in table[1:] for c in re.findall(r"\d+", row[0])}
+    assert "no session" in rows[9] and "session" not in rows[2]
+    assert f"Exit {int(ExitCode.NO_SESSION)} (no session named" in SKILL.read_text()
 
 
 # --- the checker notices drift (mutated texts) ------------------------------------------------------
@@ -379,12 +437,27 @@ def test_checker_catches_a_flag_of_another_subcommand(facts: WorkerFacts) -> Non
 def test_checker_catches_an_unknown_subcommand(facts: WorkerFacts) -> None:
     text = _mutated('scripts/samocode" status --config', 'scripts/samocode" pause --config')
     assert "unknown subcommand 'pause'" in _problems(text, facts)
+    text = _mutated('scripts/samocode" stop --config', 'scripts/samocode" kill --config')
+    assert "unknown subcommand 'kill'" in _problems(text, facts)
+
+
+def test_checker_catches_an_option_start_does_not_have(facts: WorkerFacts) -> None:
+    text = _mutated(
+        'start --config <CONFIG> --session <NAME> --task "<TASK>"', "start --session <NAME> --detach"
+    )
+    assert "`start` has no option --detach" in _problems(text, facts)
+
+
+def test_checker_catches_a_missing_code_in_the_exit_table(facts: WorkerFacts) -> None:
+    text = _mutated("| 9 | no session of that name", "| 10 | no session of that name")
+    problems = check_text(text, facts, needs_exit_table=True)
+    assert "exit-code table misses [9]" in problems
 
 
 def test_checker_catches_a_wrong_code_in_the_exit_table(facts: WorkerFacts) -> None:
-    text = _mutated("| 3 | waiting for a human |", "| 9 | waiting for a human |")
+    text = _mutated("| 3 | waiting for a human |", "| 11 | waiting for a human |")
     problems = check_text(text, facts, needs_exit_table=True)
-    assert "exit-code table names 9, which is not an ExitCode" in problems
+    assert "exit-code table names 11, which is not an ExitCode" in problems
     assert "exit-code table misses [3]" in problems
 
 
@@ -396,7 +469,7 @@ def test_checker_catches_swapped_codes_in_the_exit_table(facts: WorkerFacts) -> 
 def test_checker_catches_a_wrong_exit_code_in_prose(facts: WorkerFacts) -> None:
     text = _mutated("exit 3 (waiting)", "exit 4 (waiting)", COMMAND)
     assert "exit 4 is BLOCKED, not 'waiting'" in _problems(text, facts)
-    text = _mutated("after exit 5 (provider failed)", "after exit 11 (provider failed)", COMMAND)
+    text = _mutated("with exit 5 (provider failed)", "with exit 11 (provider failed)", COMMAND)
     assert "exit code 11 does not exist" in _problems(text, facts)
 
 
