@@ -31,6 +31,9 @@ class FakeTelegram:
     def __init__(self) -> None:
         self.replies: list[int | tuple[int, dict]] = []
         self.delay = 0.0
+        self.drip = 0.0  # seconds between the bytes of a body that never ends
+        self.huge = 0  # bytes of a 200 body to send (as fast as the client reads)
+        self.sent = 0  # body bytes actually written in drip/huge mode
         self.requests: list[tuple[str, dict, dict[str, str]]] = []
         owner = self
 
@@ -40,6 +43,9 @@ class FakeTelegram:
                 owner.requests.append((self.path, body, dict(self.headers)))
                 if owner.delay:
                     time.sleep(owner.delay)
+                if owner.drip or owner.huge:
+                    self._stream(owner)
+                    return
                 reply = owner.replies.pop(0) if owner.replies else 200
                 status, answer = reply if isinstance(reply, tuple) else (reply, {"ok": reply == 200})
                 payload = json.dumps(answer).encode()
@@ -51,6 +57,23 @@ class FakeTelegram:
                     self.wfile.write(payload)
                 except OSError:
                     pass  # the client gave up (timeout test)
+
+            def _stream(self, owner: FakeTelegram) -> None:
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(owner.huge or 10**9))
+                    self.end_headers()
+                    chunk = b"x" if owner.drip else b" " * 65536
+                    deadline = time.monotonic() + 30  # bounded whatever the client does
+                    while time.monotonic() < deadline and (owner.drip or owner.sent < owner.huge):
+                        self.wfile.write(chunk)
+                        self.wfile.flush()
+                        owner.sent += len(chunk)
+                        if owner.drip:
+                            time.sleep(owner.drip)
+                except OSError:
+                    pass  # the client hung up, as it should
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -163,6 +186,36 @@ def test_a_hanging_server_costs_at_most_the_timeout_per_try(telegram, caplog):
     assert TOKEN not in logged(caplog)
 
 
+def test_a_dripping_answer_costs_at_most_the_timeout_per_try_in_all(telegram, caplog):
+    telegram.drip = 0.3  # each read is quick, so a per-read timeout alone would wait for ever
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="samocode.notify"):
+        assert not TelegramNotifier(TOKEN, "42", telegram.url, timeout=1.0).send("x")
+    assert time.monotonic() - started < 1.0 * 2 + 0.8
+    assert "timed out" in logged(caplog) and TOKEN not in logged(caplog)
+
+
+def test_a_huge_answer_is_not_read_into_memory(telegram):
+    import resource
+
+    telegram.huge = 300 * 1024 * 1024
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    TelegramNotifier(TOKEN, "42", telegram.url, timeout=5.0, retries=0).send("x")
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 50, f"peak RSS grew by {grown_mib:.0f} MiB"
+    assert telegram.sent < 100 * 1024 * 1024  # the notifier stopped reading long before the end
+
+
+def test_a_cancel_ends_a_send_in_progress_at_once(telegram):
+    telegram.delay = 5.0
+    cancel = threading.Event()
+    threading.Timer(0.3, cancel.set).start()
+    started = time.monotonic()
+    assert not TelegramNotifier(TOKEN, "42", telegram.url, timeout=5.0, cancel=cancel).send("x")
+    assert time.monotonic() - started < 1.0
+    assert len(telegram.requests) == 1  # no retry after the cancel
+
+
 def test_urllib3_debug_logs_do_not_show_the_token(telegram, caplog):
     with caplog.at_level(logging.DEBUG):
         assert TelegramNotifier(TOKEN, "42", telegram.url).send("x")
@@ -264,3 +317,27 @@ def test_worker_notifies_phase_changes_and_the_stop(project, telegram):
     session_log = project.session_dir("notified") / "session.log"
     if session_log.exists():
         assert TOKEN not in session_log.read_text()
+
+
+def test_sigterm_during_a_hung_send_stops_the_worker_at_once(project, telegram):
+    import signal
+
+    project.scenario(by_phase={"investigation": {"signal": {"status": "continue", "phase": "requirements"}}})
+    telegram.delay = 20.0  # the phase-change notification hangs
+    env = {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_CHAT_ID": "42", "TELEGRAM_API_BASE": telegram.url}
+    proc = project.start("--config", str(project.config), "--session", "hung", env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while not telegram.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert telegram.requests, "the worker never tried to notify"
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+        assert time.monotonic() - sent < 2.0
+        assert proc.returncode == 143, (out, err)
+        assert TOKEN not in out + err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

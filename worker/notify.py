@@ -7,7 +7,9 @@ records urllib3 logs about the request.
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -20,6 +22,9 @@ DEFAULT_API_BASE = "https://api.telegram.org"
 MAX_TEXT = 4096  # Telegram's limit for one message
 MAX_DETAIL = 600  # a notification is a pointer to the session, not its log
 MAX_RETRY_AFTER = 2.0  # a longer 429 back-off is not worth holding the worker for
+MAX_RESPONSE = 64 * 1024  # the Bot API's answer to sendMessage is under 1 KB; never read more
+_READ_CHUNK = 4096
+_SLICE = 0.05  # how often a waiting send looks at the cancel event
 _URLLIB3_LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry")
 
 
@@ -76,6 +81,7 @@ class TelegramNotifier:
         timeout: float = 5.0,
         retries: int = 1,
         session: requests.Session | None = None,
+        cancel: threading.Event | None = None,
     ) -> None:
         self._token = token
         self.chat_id = chat_id
@@ -83,6 +89,7 @@ class TelegramNotifier:
         self.timeout = timeout
         self.retries = max(0, retries)
         self._session = session
+        self._cancel = cancel  # set when the worker is told to stop: a send in progress gives up
 
     def __repr__(self) -> str:
         return (
@@ -106,48 +113,93 @@ class TelegramNotifier:
             "text": self._scrub(text)[:MAX_TEXT],
             "disable_web_page_preview": True,
         }
-        post = self._session.post if self._session is not None else requests.post
         attempts = self.retries + 1
         for attempt in range(1, attempts + 1):
-            try:
-                response = post(url, json=body, timeout=self.timeout)
-            except (requests.RequestException, ValueError) as exc:
-                log.warning(
-                    "telegram send failed (attempt %d/%d): %s", attempt, attempts, self._scrub(str(exc))
-                )
-                continue
-            if response.ok:
+            if self._cancelled():
+                return False
+            answer = self._post(url, body)
+            if isinstance(answer, BaseException):
+                failure = "timed out" if isinstance(answer, TimeoutError) else self._scrub(str(answer))
+                log.warning("telegram send failed (attempt %d/%d): %s", attempt, attempts, failure)
+                if isinstance(answer, requests.RequestException | ValueError | TimeoutError):
+                    continue
+                return False
+            status, raw = answer
+            if 200 <= status < 300:
                 return True
-            status = response.status_code
             log.warning(
                 "telegram answered %d (attempt %d/%d): %s",
                 status,
                 attempt,
                 attempts,
-                self._scrub(response.text[:200]),
+                self._scrub(raw[:200].decode("utf-8", "replace")),
             )
             if status != 429 and status < 500:
                 return False  # our request is wrong (bad chat id, bad token); repeating it cannot help
             if status == 429 and attempt < attempts:
-                wait = _retry_after(response)
+                wait = _retry_after(raw)
                 if wait > MAX_RETRY_AFTER:
                     log.warning("telegram asks to wait %.0f s; message dropped", wait)
                     return False
-                time.sleep(wait)
+                if self._cancel is not None and self._cancel.wait(wait):
+                    return False
+                if self._cancel is None:
+                    time.sleep(wait)
         return False
 
+    def _cancelled(self) -> bool:
+        return self._cancel is not None and self._cancel.is_set()
 
-def _retry_after(response: Any) -> float:
+    def _post(self, url: str, body: dict[str, Any]) -> tuple[int, bytes] | BaseException:
+        """One POST that ends within `timeout` in all: requests' timeout bounds each socket read, so a
+        server dripping one byte at a time would hold a plain call for ever. The call runs in a
+        daemon thread that gives up at the same deadline; the caller waits in short slices so a
+        stop request (SIGTERM) ends the wait at once."""
+        deadline = time.monotonic() + self.timeout
+        box: list[tuple[int, bytes] | BaseException] = []
+        thread = threading.Thread(
+            target=self._call, args=(url, body, deadline, box), name="samocode-telegram", daemon=True
+        )
+        thread.start()
+        while thread.is_alive() and time.monotonic() < deadline and not self._cancelled():
+            thread.join(min(_SLICE, max(0.0, deadline - time.monotonic())))
+        return box[0] if box else TimeoutError()
+
+    def _call(
+        self, url: str, body: dict[str, Any], deadline: float, box: list[tuple[int, bytes] | BaseException]
+    ) -> None:
+        import requests
+
+        post = self._session.post if self._session is not None else requests.post
+        try:
+            with post(url, json=body, timeout=self.timeout, stream=True) as response:
+                raw = bytearray()
+                for chunk in response.iter_content(_READ_CHUNK):
+                    raw += chunk
+                    if len(raw) >= MAX_RESPONSE or time.monotonic() >= deadline:
+                        break  # an answer to sendMessage is a few hundred bytes: the rest is not read
+                if time.monotonic() < deadline:
+                    box.append((response.status_code, bytes(raw[:MAX_RESPONSE])))
+        except BaseException as exc:  # reported by the waiting caller, whatever it is
+            box.append(exc)
+
+
+def _retry_after(raw: bytes) -> float:
     try:
-        return max(0.0, float(response.json()["parameters"]["retry_after"]))
+        return max(0.0, float(json.loads(raw)["parameters"]["retry_after"]))
     except (ValueError, KeyError, TypeError):
         return 1.0
 
 
-def make_notifier(token: str | None, chat_id: str | None, api_base: str | None = None) -> Notifier:
+def make_notifier(
+    token: str | None,
+    chat_id: str | None,
+    api_base: str | None = None,
+    cancel: threading.Event | None = None,
+) -> Notifier:
     """Telegram when both the token and the chat id are set, otherwise a notifier that does nothing."""
     if token and chat_id:
-        return TelegramNotifier(token, chat_id, api_base or DEFAULT_API_BASE)
+        return TelegramNotifier(token, chat_id, api_base or DEFAULT_API_BASE, cancel=cancel)
     return NullNotifier()
 
 
