@@ -226,3 +226,19 @@ def test_blocked_session_does_not_start_until_unblocked(project):
     again = project.worker("s12")
     assert again.returncode == 4 and "blocked" in again.stderr
     assert len(project.records()) == calls
+
+
+def test_the_telegram_token_reaches_neither_the_child_nor_a_session_file(project):
+    token = "123456:CHILD-MUST-NOT-SEE-THIS"
+    project.scenario(by_phase={"investigation": {"signal": {"status": "blocked", "reason": "x"}}})
+    # A closed port: the notification fails fast; the token is still in the worker's environment.
+    env = {"TELEGRAM_BOT_TOKEN": token, "TELEGRAM_CHAT_ID": "42", "TELEGRAM_API_BASE": "http://127.0.0.1:9"}
+    result = project.worker("s13", env=env)
+    assert result.returncode == 4
+    rec = project.records()[0]
+    assert rec["env"].get("TELEGRAM_CHAT_ID") == "42"  # the recording sees TELEGRAM_* variables
+    assert "TELEGRAM_BOT_TOKEN" not in rec["env"]
+    leaked = [
+        p for p in project.session_dir("s13").rglob("*") if p.is_file() and token.encode() in p.read_bytes()
+    ]
+    assert leaked == [] and token not in result.stdout + result.stderr
