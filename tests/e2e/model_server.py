@@ -19,6 +19,13 @@ Requests that offer no tools (side requests: titles, quota checks) get a short "
 Successful Anthropic answers carry `anthropic-ratelimit-unified-*: allowed` headers (reset in
 `unified_reset_in` s), so an OAuth-login CLI prints its `rate_limit_event` lines as with the real API.
 Every request is kept in `requests` (`describe()` gives one line each, for assertion messages).
+
+A conversational script sees the whole request instead of counting steps: `converse` is given a
+`Conversation` (the user's text blocks, every tool call with its result) and returns the next action,
+or None to leave the request to `script`. One server can so play a parent session, which decides from
+what its tools printed, and the children the worker spawns, which follow a step script:
+
+    ModelServer(phase_script, converse=lambda conv: None if child(conv) else parent_step(conv))
 """
 
 from __future__ import annotations
@@ -87,6 +94,80 @@ class Fail:
 
 Action = Shell | Tool | Reply | Fail
 ScriptFor = Callable[[str], Sequence[Action]]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One tool_use of the assistant and, when the request carries it, its tool_result."""
+
+    id: str
+    name: str
+    input: Mapping[str, Any]
+    result: str | None  # the result's text; None when no result came back yet
+    is_error: bool
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """An Anthropic Messages request read as a conversation: the CLI resends all of it every time."""
+
+    body: Mapping[str, Any]
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return [m for m in self.body.get("messages") or [] if isinstance(m, dict)]
+
+    def user_texts(self) -> list[str]:
+        """Every text block of the user messages, in order (tool results left out)."""
+        out = []
+        for message in self.messages:
+            if message.get("role") != "user":
+                continue
+            content = message.get("content")
+            if isinstance(content, str):
+                out.append(content)
+            elif isinstance(content, list):
+                out += [b["text"] for b in content if isinstance(b, dict) and isinstance(b.get("text"), str)]
+        return out
+
+    def calls(self) -> list[ToolCall]:
+        """The assistant's tool calls in order, each with its result when the request has it."""
+        results: dict[str, tuple[str, bool]] = {}
+        for message in self.messages:
+            content = message.get("content")
+            if message.get("role") != "user" or not isinstance(content, list):
+                continue
+            for block in content:
+                if isinstance(block, dict) and block.get("type") == "tool_result":
+                    results[str(block.get("tool_use_id"))] = (
+                        _texts(block.get("content")),
+                        bool(block.get("is_error")),
+                    )
+        calls = []
+        for message in self.messages:
+            content = message.get("content")
+            if message.get("role") != "assistant" or not isinstance(content, list):
+                continue
+            for block in content:
+                if isinstance(block, dict) and block.get("type") == "tool_use":
+                    result = results.get(str(block.get("id")))
+                    calls.append(
+                        ToolCall(
+                            id=str(block.get("id")),
+                            name=str(block.get("name")),
+                            input=block.get("input") or {},
+                            result=None if result is None else result[0],
+                            is_error=bool(result and result[1]),
+                        )
+                    )
+        return calls
+
+    def raw(self) -> str:
+        """The whole request as JSON text (to look for names the CLI lists, e.g. skills)."""
+        return json.dumps(self.body)
+
+
+ConverseFor = Callable[[Conversation], "Shell | Tool | Reply | Fail | None"]
 
 
 @dataclass(frozen=True)
@@ -221,8 +302,15 @@ def _sse(event: str, data: Mapping[str, Any]) -> bytes:
 class ModelServer:
     """Scripted Anthropic + OpenAI model server on 127.0.0.1:<free port>; a context manager."""
 
-    def __init__(self, script: ScriptFor | Sequence[Action] = (), *, unified_reset_in: float = 5 * 3600):
+    def __init__(
+        self,
+        script: ScriptFor | Sequence[Action] = (),
+        *,
+        unified_reset_in: float = 5 * 3600,
+        converse: ConverseFor | None = None,
+    ):
         self.script = script
+        self.converse = converse
         self.unified_reset_in = unified_reset_in
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
@@ -302,6 +390,10 @@ class ModelServer:
 
     def _decide(self, body: Mapping[str, Any]) -> tuple[int, Shell | Tool | Reply | Fail]:
         step = _tool_results(body)
+        if self.converse is not None:
+            chosen = self.converse(Conversation(body))
+            if chosen is not None:
+                return step, chosen
         steps = _steps(self._script_for(_user_text(body)))
         if step >= len(steps):
             return step, Reply("(script exhausted)")

@@ -1,0 +1,334 @@
+"""The samocode-run skill followed by a scripted parent inside the real Claude Code CLI.
+
+The plugin is installed in a scratch HOME, by install.sh's symlinks or by `claude plugin marketplace
+add` + `claude plugin install`. `claude -p` is asked in words ("run samocode on demo …", so the model
+calls the Skill tool) or with a slash command; the scripted model server plays the parent (tests/e2e/
+parent.py, which runs the command lines of the skill as the CLI delivered it, through the real Bash
+tool) and the children the worker spawns (the phase script of test_worker_real_cli). Proves that the
+protocol in the skill takes a session through the Q&A and plan gates to done with a worker that is
+not a background task of the chat, and that the worker outlives a parent that ends its turn.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .env import claude_env
+from .model_server import Conversation, ModelServer, Shell, ToolCall, parse_session_context
+from .parent import GIVE_UP, ScriptedParent, is_child
+from .test_plugin_bundle import BUNDLE_DIRS, BUNDLE_FILES, install_sh, marketplace_install
+from .test_worker_real_cli import GIT_ID, _project, phase_script
+
+pytestmark = pytest.mark.e2e
+
+REPO = Path(__file__).resolve().parents[2]
+TASK = "Add feature.txt"
+CLI_TIMEOUT = 600  # a whole session through both gates takes about 1-2 minutes here
+OUTLIVE_TIMEOUT = 180
+
+
+def child_script(prompt: str) -> list:
+    """The children of test_worker_real_cli, plus the summary file the done phase writes."""
+    ctx = parse_session_context(prompt)
+    actions = phase_script(prompt)
+    if ctx.phase == "done" and ctx.session_dir is not None:
+        prefix = ctx.fields.get("Artifact prefix", "00-00-00:00")
+        summary = ctx.session_dir / f"{prefix}-summary.md"
+        return [Shell(f"printf '# Summary\\nfeature.txt added\\n' > '{summary}'"), *actions]
+    return actions
+
+
+# --- the installed plugin --------------------------------------------------------------------------
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """A copy of the bundle and the worker, as a clone holds them (no .venv, no .tools)."""
+    copy = tmp_path / "samocode"
+    copy.mkdir()
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in BUNDLE_FILES:
+        if (REPO / name).exists():
+            shutil.copy2(REPO / name, copy / name)
+    for name in BUNDLE_DIRS:
+        shutil.copytree(REPO / name, copy / name, symlinks=True, ignore=ignore)
+    return copy
+
+
+def install(how: str, claude: Path, checkout: Path, home: Path, cwd: Path) -> str:
+    """Install the plugin; returns the prefix its slash commands get ("" or "samocode:")."""
+    home.mkdir(parents=True, exist_ok=True)
+    if how == "symlinks":
+        done = install_sh(checkout, home, "--no-venv")
+        assert done.returncode == 0, done.stderr
+        return ""
+    marketplace_install(claude, checkout, claude_env(home, 9), cwd)
+    return "samocode:"
+
+
+def parent_env(home: Path, port: int, claude: Path, tmp_path: Path) -> dict[str, str]:
+    """The parent CLI's environment; its Bash tool, the worker and the children inherit it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    # The copy has no .venv: the launcher falls back to a python3 that has the worker's packages.
+    (bin_dir / "python3").write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    (bin_dir / "python3").chmod(0o755)
+    env = claude_env(home, port)
+    env.update(GIT_ID)
+    env.update(
+        PATH=f"{bin_dir}{os.pathsep}{env.get('PATH', '')}",
+        SAMOCODE_LAUNCHER="1",  # skip a `samocode` on PATH: the installed copy's worker must run
+        CLAUDE_PATH=str(claude),
+        SAMOCODE_ENV_FILE=str(tmp_path / "none.env"),
+        SAMOCODE_RETRY_DELAY="0.2",
+        SAMOCODE_KILL_GRACE="2",
+        SAMOCODE_STALL_ITERATIONS="0",
+    )
+    return env
+
+
+def run_parent(claude: Path, prompt: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
+    """`claude -p PROMPT`; returns (exit code, final result text, all output for messages)."""
+    done = subprocess.run(
+        [
+            str(claude),
+            "-p",
+            prompt,
+            "--output-format",
+            "stream-json",
+            "--verbose",
+            "--dangerously-skip-permissions",
+        ],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=CLI_TIMEOUT,
+        stdin=subprocess.DEVNULL,
+    )
+    result = ""
+    for line in done.stdout.splitlines():
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("type") == "result":
+            result = str(event.get("result", ""))
+    return done.returncode, result, done.stdout[-3000:] + done.stderr[-2000:]
+
+
+# --- what the parent did -----------------------------------------------------------------------------
+
+
+def parent_calls(server: ModelServer) -> list[ToolCall]:
+    """Every tool call of the parent, in order, with its result (from the last request that has it)."""
+    calls: dict[str, ToolCall] = {}
+    for request in server.main_requests():
+        conv = Conversation(request.body or {})
+        if is_child(conv):
+            continue
+        for call in conv.calls():
+            if call.result is not None or call.id not in calls:
+                calls[call.id] = call
+    return list(calls.values())
+
+
+def subcommand(call: ToolCall) -> str:
+    """`watch` for `"…/scripts/samocode" watch --config …`, "" for any other command."""
+    words = str(call.input.get("command", "")).split()
+    for i, word in enumerate(words[:-1]):
+        if word.strip('"').endswith("/scripts/samocode"):
+            return words[i + 1]
+    return ""
+
+
+def assert_parent_kept_to_the_protocol(calls: list[ToolCall]) -> None:
+    assert {c.name for c in calls} <= {"Skill", "Bash"}, [c.name for c in calls]
+    for call in calls:
+        command = str(call.input.get("command", ""))
+        assert "_signal.json" not in command and "_overview.md" not in command, command
+        assert not call.input.get("run_in_background"), call.input
+    watches = [c for c in calls if subcommand(c) == "watch"]
+    assert watches
+    for call in watches:
+        assert call.result is not None and len(call.result.encode()) < 1024, call.result
+
+
+def session_dir(sessions: Path) -> Path:
+    (found,) = [p for p in sessions.iterdir() if p.is_dir()]
+    return found
+
+
+def decisions(session: Path) -> list[dict]:
+    lines = (session / "_signal_history.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r.get("decision")]
+
+
+def samocode_pids(marker: str) -> list[int]:
+    """Processes whose command line names `marker` (the project's .samocode path): workers of this test."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline and "main.py" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Iterator[tuple[Path, Path, Path]]:
+    """(repo, config, sessions); afterwards no worker of this test may be left (any left is killed)."""
+    repo, config, sessions = _project(tmp_path)
+    yield repo, config, sessions
+    left = samocode_pids(str(config))
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert not left, f"samocode processes left behind: {left}"
+
+
+def wait_for_no_worker(config: Path, limit: float = 30) -> list[int]:
+    deadline = time.monotonic() + limit
+    while (left := samocode_pids(str(config))) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+def worker(config: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "main.py"), *args, "--config", str(config), "--session", "demo"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+# --- the tests ---------------------------------------------------------------------------------------
+
+ROUTES = {
+    # route -> prompt (the slash commands get the install's prefix)
+    "words": f'run samocode on demo with task "{TASK}", auto-approve',
+    "slash": f'/{{prefix}}samocode-run demo with task "{TASK}", auto-approve',
+}
+
+
+@pytest.mark.parametrize("how", ["symlinks", "marketplace"])
+@pytest.mark.parametrize("route", list(ROUTES))
+def test_parent_follows_the_skill_through_both_gates_to_done(
+    claude_bin: Path, checkout: Path, project, tmp_path: Path, route: str, how: str
+) -> None:
+    repo, config, sessions = project
+    home = tmp_path / "home"
+    prefix = install(how, claude_bin, checkout, home, repo)
+    parent = ScriptedParent()
+    with ModelServer(child_script, converse=parent) as server:
+        env = parent_env(home, server.port, claude_bin, tmp_path)
+        code, result, output = run_parent(claude_bin, ROUTES[route].format(prefix=prefix), env, repo)
+        calls = parent_calls(server)
+    assert parent.errors == []
+    assert code == 0 and GIVE_UP not in result, output
+    assert "is done" in result, result
+
+    session = session_dir(sessions)
+    assert [d["phase"] for d in decisions(session)] == [
+        "investigation",
+        "requirements",
+        "requirements",
+        "planning",
+        "implementation",
+        "testing",
+        "quality",
+        "done",
+    ]
+    summaries = list(session.glob("*-summary.md"))
+    assert summaries and summaries[0].read_text().startswith("# Summary")
+    assert str(summaries[0].name) in result  # reported from the recorded exit's summary path
+    record = json.loads((session / "_worker.json").read_text())
+    assert (record["code"], record["outcome"]) == (0, "done")
+
+    # Skill delivery: the natural-language route used the Skill tool, the slash route did not need it.
+    skills = [c for c in calls if c.name == "Skill"]
+    assert [c.input["skill"] for c in skills] == ([f"{prefix or ''}samocode-run"] if route == "words" else [])
+    assert_parent_kept_to_the_protocol(calls)
+    subs = [subcommand(c) for c in calls if subcommand(c)]
+    assert subs.count("start") == 3 and "approve" in subs and "answer" in subs, subs
+    assert "stop" not in subs
+    assert wait_for_no_worker(config) == []
+
+
+def test_implement_command_approves_the_waiting_plan_and_runs_to_done(
+    claude_bin: Path, checkout: Path, project, tmp_path: Path
+) -> None:
+    """/samocode-implement on a plan waiting for approval: the command is the approval."""
+    repo, config, sessions = project
+    home = tmp_path / "home"
+    install("symlinks", claude_bin, checkout, home, repo)
+    parent = ScriptedParent()
+    with ModelServer(child_script, converse=parent) as server:
+        env = parent_env(home, server.port, claude_bin, tmp_path)
+        first = worker(config, env, "run", "--task", TASK)
+        assert first.returncode == 3, first.stdout + first.stderr
+        assert worker(config, env, "answer", "--accept-suggestions").returncode == 0
+        second = worker(config, env, "run")
+        assert second.returncode == 3 and "plan_approval" in second.stdout, second.stdout + second.stderr
+        code, result, output = run_parent(claude_bin, "/samocode-implement demo", env, repo)
+        calls = parent_calls(server)
+    assert parent.errors == []
+    assert code == 0 and "is done" in result, output
+    subs = [subcommand(c) for c in calls if subcommand(c)]
+    assert subs[:3] == ["status", "approve", "start"], subs
+    assert "answer" not in subs
+    assert_parent_kept_to_the_protocol(calls)
+    assert decisions(session_dir(sessions))[-1]["phase"] == "done"
+    assert wait_for_no_worker(config) == []
+
+
+def test_worker_outlives_a_parent_that_ends_its_turn(
+    claude_bin: Path, checkout: Path, project, tmp_path: Path
+) -> None:
+    """The parent starts the worker and ends its turn, so `claude -p` exits (and reaps whatever it
+    started in the background): the worker still reaches the Q&A gate, and `status` says so after."""
+    repo, config, sessions = project
+    home = tmp_path / "home"
+    install("symlinks", claude_bin, checkout, home, repo)
+    parent = ScriptedParent()
+    with ModelServer(child_script, converse=parent) as server:
+        env = parent_env(home, server.port, claude_bin, tmp_path)
+        prompt = f'start samocode on demo with task "{TASK}", then leave it running'
+        code, result, output = run_parent(claude_bin, prompt, env, repo)
+        parent_gone = dt.datetime.now().astimezone()
+        calls = parent_calls(server)
+        assert code == 0 and "running on its own" in result, output
+        assert [subcommand(c) for c in calls if subcommand(c)] == ["status", "start"]
+        deadline = time.monotonic() + OUTLIVE_TIMEOUT
+        report = ""
+        while time.monotonic() < deadline:
+            shown = worker(config, env, "status")
+            report = shown.stdout
+            if shown.returncode == 0 and "Worker: not running" in report:
+                break
+            time.sleep(1)
+    assert parent.errors == []
+    assert "last run exited 3 (waiting for qa_answers)" in report, report
+    session = session_dir(sessions)
+    record = json.loads((session / "_worker.json").read_text())
+    assert (record["code"], record["outcome"]) == (3, "waiting")
+    assert dt.datetime.fromisoformat(record["ended_at"]) >= parent_gone.replace(microsecond=0)
+    assert "_waiting_" in (session / "_qa.md").read_text()
+    assert wait_for_no_worker(config) == []
