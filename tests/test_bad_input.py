@@ -393,3 +393,22 @@ def test_a_torn_history_line_does_not_swallow_the_next_record(project):
     lines = (folder / "_signal_history.jsonl").read_text().splitlines()
     assert lines[:2] == ['{"event": "x"}', '{"torn": ']
     assert [json.loads(line)["decision"] for line in lines[2:]] == ["blocked"]
+
+
+def test_a_non_utf8_commit_message_does_not_break_status_or_watch(project):
+    import subprocess
+
+    project.scenario(by_phase={"investigation": BLOCK})
+    assert project.worker(NAME).returncode == 4
+    tree = project.worktrees / project.session_dir(NAME).name
+    (tree / "latin1.txt").write_text("x\n")
+    subprocess.run(["git", "-C", str(tree), "add", "latin1.txt"], check=True, env=project.env)
+    subprocess.run(["git", "-C", str(tree), "commit", "-qm", "café au lait"], check=True, env=project.env)
+    # git re-encodes log output as told: this user's configuration makes it Latin-1, not UTF-8.
+    subprocess.run(["git", "-C", str(tree), "config", "i18n.logOutputEncoding", "ISO-8859-1"], check=True)
+    common = ("--config", str(project.config), "--session", NAME)
+    for args in (("status", *common), ("status", "--json", *common), ("watch", "--timeout", "1", *common)):
+        result = project.run(*args)
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        assert "caf\ufffd au lait" in result.stdout, result.stdout

@@ -22,6 +22,7 @@ def _git(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProc
         ["git", "-C", str(cwd), *args],
         capture_output=True,
         text=True,
+        errors="replace",  # a commit message or path in another encoding must not break a report
         timeout=timeout,
         env=_ENV,
         stdin=subprocess.DEVNULL,
