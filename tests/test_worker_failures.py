@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -242,3 +245,51 @@ def test_the_telegram_token_reaches_neither_the_child_nor_a_session_file(project
         p for p in project.session_dir("s13").rglob("*") if p.is_file() and token.encode() in p.read_bytes()
     ]
     assert leaked == [] and token not in result.stdout + result.stderr
+
+
+def test_a_worktree_removed_mid_run_is_recreated_on_its_branch(project):
+    project.scenario(
+        sequence=[
+            {"code": {"a.txt": "1\n"}, "signal": {"status": "continue", "phase": "investigation"}},
+            {"remove_worktree": True, "signal": {"status": "continue", "phase": "investigation"}},
+            {"signal": {"status": "blocked", "reason": "stop here", "needs": "human_decision"}},
+        ]
+    )
+    result = project.worker("s14")
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "stop here" in result.stderr
+    tree = project.worktrees / project.session_dir("s14").name
+    assert [r["cwd"] for r in project.records()] == [str(tree)] * 3
+    assert (tree / "a.txt").read_text() == "1\n"  # back on its branch, with the commit made before
+    assert git(tree, "symbolic-ref", "--short", "HEAD").strip() == "s14"
+
+
+def test_a_worktree_removed_between_runs_is_recreated_on_the_next_start(project):
+    project.scenario(by_phase={"investigation": {"signal": {"status": "blocked", "reason": "x"}}})
+    assert project.worker("s15").returncode == 4
+    tree = project.worktrees / project.session_dir("s15").name
+    shutil.rmtree(tree)  # git still lists it, as prunable
+    unblocked = project.run("unblock", "--config", str(project.config), "--session", "s15", "--note", "go")
+    assert unblocked.returncode == 0, unblocked.stderr
+    assert project.worker("s15").returncode == 4
+    assert tree.is_dir() and project.records()[-1]["cwd"] == str(tree)
+
+
+def test_without_git_on_path_a_git_project_is_refused_not_worked_in_place(project, tmp_path):
+    project.scenario(by_phase={"investigation": {"signal": {"status": "blocked", "reason": "x"}}})
+    assert project.worker("s16").returncode == 4
+    bin_dir = tmp_path / "nogit"
+    bin_dir.mkdir()
+    os.symlink(sys.executable, bin_dir / "python3")
+    unblocked = project.run("unblock", "--config", str(project.config), "--session", "s16", "--note", "go")
+    assert unblocked.returncode == 0, unblocked.stderr
+    shutil.rmtree(project.worktrees / project.session_dir("s16").name)
+    calls = len(project.records())
+    result = project.worker("s16", env={"PATH": str(bin_dir)})
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "git is not on PATH" in result.stderr
+    assert len(project.records()) == calls  # no child ran in MAIN_REPO instead
+
+
+def git(cwd: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True).stdout

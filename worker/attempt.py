@@ -11,6 +11,7 @@ from pathlib import Path
 
 from worker import process, prompt, rails
 from worker.config import Settings
+from worker.gitops import GitError
 from worker.journal import JournalError, stamp
 from worker.phases import SessionState
 from worker.providers import IterationRecord, IterationRequest, Provider
@@ -37,7 +38,8 @@ class Attempt:
 
 
 class SignalStuck(Exception):
-    """`_signal.json` cannot be cleared (it is a directory): no attempt can give a fresh verdict."""
+    """No attempt can run: `_signal.json` cannot be cleared (it is a directory), or the working tree
+    is gone and cannot be recreated. The session blocks with this reason."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,10 @@ def run_attempt(
 
     JournalError when the iteration's files cannot be written; SignalStuck as above."""
     paths, state = ws.paths, req.state
+    try:
+        ws.ensure_present()
+    except GitError as exc:
+        raise SignalStuck(str(exc)) from None
     try:
         clear_signal(paths.signal)  # only this attempt's verdict counts, never a stale one
     except InvalidSignal as exc:

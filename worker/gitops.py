@@ -1,9 +1,10 @@
-"""The git facts samocode needs: worktrees for new sessions, recent commits, change fingerprints."""
+"""The git facts samocode needs: is a folder a repository, the session's worktree, recent commits."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,10 @@ def _git(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProc
         stdin=subprocess.DEVNULL,
         check=False,
     )
+
+
+def available() -> bool:
+    return shutil.which("git", path=_ENV.get("PATH")) is not None
 
 
 def is_repo(path: Path) -> bool:
@@ -75,6 +80,8 @@ def ensure_worktree(repo: Path, path: Path, branch: str) -> Worktree:
             current = _git(path, "symbolic-ref", "--short", "HEAD").stdout.strip()
             return Worktree(path, current or branch, "", created=False)
         raise GitError(f"{path} exists but is not a git worktree; move it away or pick another session name")
+    # A worktree deleted by hand stays registered ("prunable") and would make `worktree add` fail.
+    _git(repo, "worktree", "prune")
     if _git(repo, "check-ref-format", "--branch", branch).returncode != 0:
         raise GitError(f"'{branch}' is not a valid git branch name (check GIT_BRANCH_PREFIX)")
     exists = _git(repo, "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}").returncode == 0

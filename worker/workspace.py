@@ -50,9 +50,23 @@ class Workspace:
         except OSError as exc:
             raise JournalError(f"cannot write {self.paths.overview.name}: {exc.strerror}") from None
 
+    def ensure_present(self) -> None:
+        """Before each attempt: a worktree removed since the last one (by the child or by hand) is
+        recreated on its branch; a working directory that cannot come back is a GitError."""
+        if self.working_dir.is_dir():
+            return
+        if self.branch:
+            self._attach_worktree()
+            return
+        raise gitops.GitError(f"the working directory {self.working_dir} is gone")
+
     def _attach_worktree(self) -> None:
         """The session's worktree on its branch: created on first use, recreated when removed."""
         repo = self.project.main_repo
+        if not gitops.available():
+            if (repo / ".git").exists():  # silently working in MAIN_REPO instead would be worse
+                raise gitops.GitError(f"git is not on PATH, and {repo} is a git repository: install git")
+            return
         if not gitops.is_repo(repo):
             return
         prefix = self.branch_prefix.strip("/")

@@ -7,6 +7,7 @@ their own folder. See fake_claude.py for the scenario format and the action keys
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -106,6 +107,9 @@ def perform(action, ctx):
             subprocess.run(["git", "-C", work, "add", "-A"], check=True)
             subprocess.run(["git", "-C", work, "commit", "-qm", "fake change"], check=True)
         done.append("commit code")
+    if action.get("remove_worktree") and work:  # the child (or its user) deletes the tree it works in
+        shutil.rmtree(work, ignore_errors=True)
+        done.append("remove the working tree")
     sig = action.get("signal")
     if sig is not None:
         with open(os.path.join(session, "_signal.json"), "w") as f:
