@@ -18,15 +18,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker import history as hist
 from worker import overview, session, status
 from worker.config import Project, gather, load_project, load_settings
 from worker.errors import ConfigError, Refused
 from worker.overview import Overview, OverviewError
 from worker.phases import PHASES, Phase
 from worker.session import Lease, SessionPaths
-from worker.signals import InvalidSignal, Need, WaitFor, append_history, read_history, read_signal
+from worker.signals import InvalidSignal, Need, WaitFor, read_signal
 
-_PLAN_WORDS = re.compile(r"plan[\s_-]*approv|approv\w*\s+(?:of\s+)?(?:the\s+|this\s+)?plan", re.IGNORECASE)
 _ANSWER = re.compile(
     r"^[ \t]*(?:[-*+][ \t]+)?\*{0,2}answer\*{0,2}[ \t]*:[ \t]*\*{0,2}[ \t]*(?P<value>.*?)[ \t]*$", re.I
 )
@@ -87,21 +87,23 @@ def _commit(
     fields: dict[str, str | None] | None = None,
     flow: tuple[str, ...] = (),
 ) -> None:
-    """History first (with the overview change it implies), then the overview, as the worker does."""
-    change = {"overview": {"fields": fields, "flow": list(flow)}} if fields or flow else {}
-    append_history(paths.history, {"time": _stamp(now), **record, **change})
-    if fields or flow:
-        overview.update(paths.overview, fields or {}, flow)
+    """Through the worker's journal: history first (with the overview change it implies, so a
+    torn line before it does not swallow it), then the overview (Flow Log lines only when missing)."""
+    from worker import journal  # imported here: `status` needs none of the journal's imports
+
+    try:
+        journal.commit(paths, {"time": _stamp(now), **record}, fields or {}, flow)
+    except journal.JournalError as exc:
+        raise Refused(f"{exc.reason} (nothing changed)") from None
+    except OverviewError as exc:
+        raise Refused(f"recorded in the history, but {exc.reason}; fix {paths.overview} by hand") from None
 
 
-def _last_decision(history: list[dict]) -> dict:
-    """The worker's last decision, unless a parent command came after it."""
-    for record in reversed(history):
-        if record.get("event") in status.HUMAN_EVENTS:
-            return {}
-        if record.get("decision"):
-            return record
-    return {}
+def _history(paths: SessionPaths) -> list[dict]:
+    try:
+        return hist.read(paths.history, limit=200)
+    except OSError as exc:
+        raise Refused(f"cannot read {paths.history.name}: {exc.strerror} (nothing changed)") from None
 
 
 def _signal_wait(paths: SessionPaths) -> str:
@@ -113,13 +115,8 @@ def _signal_wait(paths: SessionPaths) -> str:
 
 
 def waits_for_plan_approval(ov: Overview, paths: SessionPaths) -> bool:
-    plan = WaitFor.PLAN_APPROVAL.value
-    return (
-        ov.get("blocked").lower().startswith("waiting")
-        or bool(_PLAN_WORDS.search(ov.get("next")))
-        or ov.get("waiting for").lower() == plan
-        or _last_decision(read_history(paths.history, limit=200)).get("waiting_for") == plan
-        or _signal_wait(paths) == plan
+    return hist.waits_for_plan_approval(
+        ov.get("blocked"), ov.get("waiting for"), ov.get("next"), _history(paths), _signal_wait(paths)
     )
 
 
@@ -226,7 +223,7 @@ def unblock(paths: SessionPaths, note: str, now: dt.datetime) -> str:
         capped = iteration > PHASES[phase].cap
         if capped:
             fields["Iteration"] = "1"
-        budget = _last_decision(read_history(paths.history, limit=200)).get("needs") == Need.BUDGET.value
+        budget = hist.pending_decision(_history(paths)).get("needs") == Need.BUDGET.value
         record = {"event": "unblocked", "phase": phase.value, "note": note, "iteration_reset": capped or None}
         _commit(paths, now, record, fields, (_flow(total, now, f"Human direction: {note}"),))
     message = f"unblocked in phase {phase.value}; start the worker again"
@@ -242,7 +239,7 @@ def _next_step(ov: Overview, phase: Phase, paths: SessionPaths) -> str:
         return "it is blocked: use `unblock --note TEXT`"
     if blocked.startswith("waiting"):
         wait = ov.get("waiting for").lower()
-        if phase is Phase.PLANNING and wait in ("", "-", WaitFor.PLAN_APPROVAL.value):
+        if phase is Phase.PLANNING and waits_for_plan_approval(ov, paths):
             return "it waits for plan approval: use `approve`"
         if wait == WaitFor.QA_ANSWERS.value:
             return f"it waits for answers in {paths.qa}: use `answer`"
