@@ -561,8 +561,8 @@ def test_unblock_refuses_when_not_blocked_and_changes_nothing(project, fields, n
 
 def edit_in_another_process(folder: Path, fields: dict, flow: list[str]) -> None:
     code = (
-        "import json, sys; from pathlib import Path; from worker import overview; "
-        "overview.update(Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]))"
+        "import json, sys; from pathlib import Path; from worker import journal; "
+        "journal.apply_change(Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]))"
     )
     subprocess.run(
         [sys.executable, "-c", code, str(folder / "_overview.md"), json.dumps(fields), json.dumps(flow)],

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from worker.errors import ConfigError, ExitCode, SamocodeError
 
-SUBCOMMANDS = ("run", "status", "watch", "approve", "resume", "answer", "unblock", "config")
+SUBCOMMANDS = ("run", "status", "watch", "approve", "resume", "answer", "unblock", "config", "doctor")
 log = logging.getLogger("samocode")
 
 
@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="print the resolved settings (secrets masked)")
     config.add_argument("--config", type=Path, help="also check this .samocode file")
+
+    doctor = sub.add_parser("doctor", help="the CLIs, their versions and logins; a session's last stream")
+    doctor.add_argument("--config", type=Path, help="the project's .samocode file (needed with --session)")
+    doctor.add_argument("--session", help="also report what this session's last attempt's stream lacked")
     return parser
 
 
@@ -125,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse_args(args_list)
         if args.command == "config":
             return _config(args)
+        if args.command == "doctor":
+            return _doctor(args)
         if args.command == "run":
             return _run(args)
         from worker import commands  # the parent-facing commands
@@ -155,6 +161,15 @@ def _config(args: argparse.Namespace) -> int:
         project = load_project(args.config)
         print(f"MAIN_REPO={project.main_repo}\nWORKTREES={project.worktrees}\nSESSIONS={project.sessions}")
     return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from worker import doctor
+
+    report = doctor.diagnose(os.environ, args.config, args.session)
+    for line in doctor.render(report):
+        print(line)
+    return int(report.code)
 
 
 def _run(args: argparse.Namespace) -> int:

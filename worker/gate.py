@@ -10,13 +10,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker import history as hist
 from worker.errors import ExitCode
 from worker.overview import Overview
 from worker.phases import Phase, SessionState
 from worker.signals import WaitFor
-
-# History events written by the parent commands: they end whatever the last decision waited for.
-HUMAN_EVENTS = frozenset({"approved", "resumed", "answered", "unblocked"})
 
 
 @dataclass(frozen=True)
@@ -28,7 +26,7 @@ class Gate:
 
 def check(ov: Overview, state: SessionState, history: list[dict], qa: Path) -> Gate:
     blocked = ov.get("blocked").lower()
-    wait = _value(ov.get("waiting for")).lower() or last_wait(history)
+    wait = _value(ov.get("waiting for")).lower() or hist.last_wait(history)
     if blocked.startswith("yes"):
         reason = ov.get("last action") or "blocked"
         return Gate(
@@ -36,12 +34,14 @@ def check(ov: Overview, state: SessionState, history: list[dict], qa: Path) -> G
             f"session is blocked ({reason}); resolve it, then run `unblock` or set 'Blocked: no'",
         )
     if blocked.startswith("waiting"):
-        if state.phase is Phase.PLANNING and wait in ("", WaitFor.PLAN_APPROVAL.value):
+        if state.phase is Phase.PLANNING and hist.waits_for_plan_approval(
+            blocked, ov.get("waiting for"), ov.get("next"), history
+        ):
             return Gate(ExitCode.WAITING, "the plan waits for approval: run `approve` first")
         if wait == WaitFor.QA_ANSWERS.value and _unanswered(qa):
             return Gate(ExitCode.WAITING, f"questions in {qa} still wait for answers")
         return Gate(None, ended_wait=wait)
-    if state.phase is Phase.DONE and (last_decision(history) or {}).get("decision") == "done":
+    if state.phase is Phase.DONE and (hist.last_decision(history) or {}).get("decision") == "done":
         return Gate(ExitCode.DONE, "the session is already done")
     return Gate(None)
 
@@ -54,20 +54,6 @@ def phase_set_by_hand(state: SessionState, history: list[dict]) -> str | None:
         if after:
             return str(after) if after != state.phase.value else None
     return None
-
-
-def last_decision(history: list[dict]) -> dict | None:
-    return next((r for r in reversed(history) if r.get("decision")), None)
-
-
-def last_wait(history: list[dict]) -> str:
-    """What the last decision waited for, unless a parent command acted after it."""
-    for record in reversed(history):
-        if record.get("event") in HUMAN_EVENTS:
-            return ""
-        if record.get("decision"):
-            return str(record.get("waiting_for") or "")
-    return ""
 
 
 def _value(text: str) -> str:

@@ -22,16 +22,15 @@ import datetime as dt
 import json
 import os
 import re
-import stat
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker import overview
+from worker import history, overview
 from worker.overview import OverviewError
 from worker.rails import crash_point
 from worker.session import SessionPaths
-from worker.signals import MAX_SIGNAL_BYTES, WaitFor, clear_signal, read_history
+from worker.signals import MAX_SIGNAL_BYTES, WaitFor, clear_signal
 
 # Journaled events after which the iteration is over: replaying one completes the iteration.
 FINAL_EVENTS = frozenset({"interrupted", "provider_failed"})
@@ -58,45 +57,21 @@ def stamp(now: dt.datetime) -> str:
 
 
 def append(path: Path, record: Mapping[str, object]) -> None:
-    """Append one JSON line and make it durable. A torn last line (a crash mid-write) is closed
-    first, so it stays one unreadable line instead of swallowing this one."""
-    line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
+    """One history line, durable, safe after a torn last line (`history.append`)."""
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        history.append(path, record)
     except OSError as exc:
         raise JournalError(f"cannot write {path.name}: {exc.strerror}") from None
-    try:
-        size = os.fstat(fd).st_size
-        if size and os.pread(fd, 1, size - 1) != b"\n":
-            line = b"\n" + line
-        view = memoryview(line)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    except OSError as exc:
-        raise JournalError(f"cannot write {path.name}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
 
 
-def read_overview(path: Path) -> str:
-    """The overview's text; anything but a regular file (a FIFO would block the read) is an
-    OverviewError, like the cases `overview.read_text` reports."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        raise OverviewError("_overview.md is missing") from None
-    except OSError as exc:
-        raise OverviewError(f"cannot read _overview.md: {exc.strerror}") from None
-    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) or stat.S_ISDIR(mode)):
-        raise OverviewError("_overview.md is not a regular file")
-    return overview.read_text(path)
+# The one reader of the overview (refuses a FIFO, a device or a symlink without blocking).
+read_overview = overview.read_text
 
 
 def load_history(paths: SessionPaths, limit: int | None = None) -> list[dict]:
     """History records (torn or junk lines skipped); JournalError when the file cannot be read."""
     try:
-        return read_history(paths.history, limit)
+        return history.read(paths.history, limit)
     except OSError as exc:
         raise JournalError(f"cannot read {paths.history.name}: {exc.strerror}") from None
 
@@ -118,9 +93,7 @@ def apply_change(path: Path, fields: Mapping[str, str | None], flow: Sequence[st
         with overview.locked(path.parent):
             text = read_overview(path)
             new = overview.set_fields(overview.parse(text), fields) if fields else text
-            for entry in flow:
-                if entry not in text:
-                    new = overview.append_flow(new, entry)
+            new = overview.append_missing(new, flow)
             if new != text:
                 overview.write_atomic(path, new)
     except OSError as exc:  # the lock file or the temp file cannot be made

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from worker import gate, journal, outcomes, process, rails
+from worker import history as hist
 from worker.attempt import Attempt, Request, SignalStuck, run_attempt
 from worker.config import Project, Settings
-from worker.errors import ExitCode
+from worker.errors import ExitCode, SamocodeError
 from worker.journal import JournalError, stamp
 from worker.notify import Notifier, format_event
 from worker.outcomes import Change, worker_stop
@@ -96,6 +97,9 @@ def run_session(
         # No child runs any more; a half-begun iteration needs no recovery, it simply runs again.
         journal.clear_marker(paths)
         return Outcome(ExitCode.BLOCKED, f"blocked: {exc.reason}", paths.dir)
+    except SamocodeError:  # e.g. a missing agent file: no child runs any more
+        journal.clear_marker(paths)
+        raise
     finally:
         lease.release()
 
@@ -148,7 +152,7 @@ class _Loop:
         if (was := gate.phase_set_by_hand(state, history)) is not None:
             self._note(outcomes.phase_set_by_hand(state, was, self.rt.now()))
         self.spend = rails.Spend.from_history(history)
-        self.stall.start(gate.last_decision(history), state.phase.value)
+        self.stall.start(hist.last_decision(history), state.phase.value)
         while True:
             try:
                 state = self.ws.read().state()

@@ -4,6 +4,15 @@ The worker owns a few Status fields (Phase, Iteration, Total Iterations, Blocked
 Total Cost, and Last Action/Next when it decides something itself) and appends its own Flow Log
 lines. Every other byte (headings, the agent's notes, CRLF endings, unicode, `Phase:` lines in
 code blocks or other sections) is left exactly as it was.
+
+The cost does not grow with the Flow Log. The Status section and the Flow Log's heading sit near the
+top, so mistune parses only a prefix of the text until it has them. The Flow Log's end (the next
+heading of its level or higher) is found by one regular-expression pass for the few lines that can
+start a block there (a heading, a fence, HTML, a setext underline, indented code); a heading line
+found that way is confirmed by mistune on that line alone. Only when such a line is something other
+than a heading does mistune parse the rest of the text from the Flow Log's heading on, which the
+worker's own lines never cause. Reading and appending the last entries then look at the section's
+tail only. There are no caches: every call works from the text it is given.
 """
 
 from __future__ import annotations
@@ -12,8 +21,9 @@ import contextlib
 import fcntl
 import os
 import re
+import stat
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mistune
@@ -41,6 +51,10 @@ _FIELD = re.compile(
     r"^[ \t]*(?:[-*+][ \t]+)?(\*\*)?(?P<key>[A-Za-z][A-Za-z ]{0,40}?)(?:\*\*)?:(?:\*\*)?[ \t]*"
 )
 _FLOW_ENTRY = re.compile(r"^[ \t]*[-*+][ \t]+\[")
+# A line that may start a block the Flow Log's end depends on, with `\r` read as the parser reads it
+# (a space): an ATX heading, a fence, raw HTML, a setext underline, or indented code. Every other
+# line is paragraph text, a blank line or a thematic break, which cannot hide a heading after it.
+_BLOCK_LINE = re.compile(r"\n(?:[ \r]{0,3}(?:#|`{3}|~{3}|<|[=-]+[ \t\r]*(?=\n|\Z)|\t)|[ \r]{4})")
 
 
 class OverviewError(Exception):
@@ -159,8 +173,10 @@ def sections(text: str, tokens: list[dict] | None = None) -> list[Section]:
     return found
 
 
-def _find(text: str, name: str) -> tuple[Section | None, list[dict]]:
-    """The first section titled `name`, parsing only as much of the text as it takes."""
+def _find(text: str, name: str, closed: bool = True) -> tuple[Section | None, list[dict]]:
+    """The first section titled `name`, parsing only as much of the text as it takes.
+
+    With `closed` False only the heading is needed: the section's `end` is then not final."""
     size = 4096  # the Status section is near the top; the regex scan costs per byte parsed
     while True:
         cut = len(text) if size >= len(text) else text.rfind("\n", 0, size) + 1 or len(text)
@@ -168,29 +184,59 @@ def _find(text: str, name: str) -> tuple[Section | None, list[dict]]:
         for index, section in enumerate(found := sections(text[:cut], tokens)):
             if section.title != name:
                 continue
+            if cut == len(text):
+                return section, tokens
+            if not closed:
+                if section.body_start < cut - 512:  # a setext underline would be inside the prefix
+                    return section, tokens
+                continue
             # A section is final once a later heading closes it well inside the parsed prefix.
-            closed = section.end < cut and any(s.start == section.end for s in found[index + 1 :])
-            if cut == len(text) or (closed and section.end < cut - 512):
+            ends = section.end < cut and any(s.start == section.end for s in found[index + 1 :])
+            if ends and section.end < cut - 512:
                 return section, tokens
         if cut == len(text):
             return None, tokens
         size *= 4
 
 
-_parsed: tuple[str, Overview] | None = None
+def flow_section(text: str) -> Section | None:
+    """The Flow Log section, found without parsing its lines (see the module's docstring)."""
+    head, _ = _find(text, FLOW_LOG, closed=False)
+    if head is None:
+        return None
+    pos = head.body_start - 1  # the newline before the body: the pattern starts at a newline
+    while pos >= 0 and (match := _BLOCK_LINE.search(text, pos)) is not None:
+        start = match.start() + 1
+        newline = text.find("\n", start)
+        line_end = len(text) if newline < 0 else newline + 1
+        level = _atx_level(text[start:line_end])
+        if level is None:  # not a heading: let the parser decide from the heading on
+            return _parsed_section(text, head)
+        if level <= head.level:
+            return replace(head, end=start)
+        pos = line_end - 1
+    return replace(head, end=len(text))
+
+
+def _atx_level(line: str) -> int | None:
+    """The level of the ATX heading that `line` is on its own, or None when it is none."""
+    if "#" not in line[:4]:
+        return None
+    tokens = _tokens(line)
+    if tokens and tokens[0]["type"] == "heading" and tokens[0].get("style") != "setext":
+        return int(tokens[0]["attrs"]["level"])
+    return None
+
+
+def _parsed_section(text: str, head: Section) -> Section:
+    """The section as the parser sees it from its heading on: the state there is a fresh one."""
+    rest = text[head.start :]
+    first = sections(rest)[0]
+    return replace(head, end=head.start + first.end)
 
 
 def parse(text: str) -> Overview:
-    """The overview's Status section and fields; the last result is reused for the same text."""
-    global _parsed
-    if _parsed is not None and _parsed[0] is text:
-        return _parsed[1]
-    ov = _parse(text)
-    _parsed = (text, ov)
-    return ov
-
-
-def _parse(text: str) -> Overview:
+    """The overview's Status section and fields."""
     status, tokens = _find(text, STATUS)
     if status is None:
         raise OverviewError("_overview.md has no '## Status' section")
@@ -260,55 +306,78 @@ def set_fields(ov: Overview, updates: Mapping[str, str | None]) -> str:
 
 def append_flow(text: str, entry: str) -> str:
     """The text with one Flow Log line appended after the section's last entry."""
+    return append_missing(text, [entry], always=True)
+
+
+def append_missing(text: str, entries: Sequence[str], always: bool = False) -> str:
+    """The text with the Flow Log lines the section does not hold yet appended after its last
+    entry (all of them with `always`), in one edit: a replayed change appends nothing twice."""
     nl = newline_of(text)
-    section, _ = _find(text, FLOW_LOG)
-    line = f"- {entry}" if not entry.startswith("- ") else entry
+    section = flow_section(text)
+    if section is not None and not always:
+        entries = [e for e in entries if text.find(e, section.body_start, section.end) < 0]
+    if not entries:
+        return text
+    lines = nl.join(f"- {e}" if not e.startswith("- ") else e for e in entries)
     if section is None:
         sep = "" if text.endswith(("\n", "\r")) or not text else nl
-        return f"{text}{sep}{nl}## Flow Log{nl}{nl}{line}{nl}"
-    body = text[section.body_start : section.end]
-    content_end = len(body.rstrip(" \t\r\n"))
-    at = section.body_start + content_end
-    if content_end == 0:  # empty section: keep one blank line under the heading
-        return text[: section.body_start] + nl + line + nl + text[section.body_start :]
-    return text[:at] + nl + line + text[at:]
+        return f"{text}{sep}{nl}## Flow Log{nl}{nl}{lines}{nl}"
+    at = section.end
+    while at > section.body_start and text[at - 1] in " \t\r\n":
+        at -= 1
+    if at == section.body_start:  # empty section: keep one blank line under the heading
+        return text[: section.body_start] + nl + lines + nl + text[section.body_start :]
+    return text[:at] + nl + lines + text[at:]
 
 
 def flow_entries(text: str, limit: int = 3) -> list[str]:
-    section, _ = _find(text, FLOW_LOG)
+    """The section's last `limit` entries, read from its tail (a few KB), not from its start."""
+    section = flow_section(text)
     if section is None:
         return []
-    lines = [ln.strip() for ln in text[section.body_start : section.end].splitlines()]
-    return [ln for ln in lines if _FLOW_ENTRY.match(ln)][-limit:]
-
-
-# The text this process last wrote, with the file's identity right after the write: reading the
-# file back while nobody else has touched it (same inode, size and timestamps) needs no I/O.
-_written: tuple[tuple[str, int, int, int, int], str] | None = None
-
-
-def _identity(path: Path, st: os.stat_result) -> tuple[str, int, int, int, int]:
-    return (str(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    size = 2048
+    while True:
+        # From a line start, so splitting the tail splits it as splitting the whole section would.
+        bound = max(section.body_start, section.end - size)
+        start = max(section.body_start, text.rfind("\n", section.body_start, bound) + 1)
+        lines = [ln.strip() for ln in text[start : section.end].splitlines()]
+        found = [ln for ln in lines if _FLOW_ENTRY.match(ln)]
+        if len(found) >= limit or start == section.body_start:
+            return found[-limit:]
+        size *= 4
 
 
 def read_text(path: Path) -> str:
-    """The overview's text; unreadable, oversized or non-UTF-8 content is an OverviewError."""
+    """The overview's text, read without blocking or following links: a FIFO, a device, a
+    directory or a symlink there, or unreadable, oversized or non-UTF-8 content, is an
+    OverviewError. Every reader of the overview (the worker and every command) uses this one."""
     try:
-        if path.is_symlink():
-            raise OverviewError("_overview.md is a symlink; refusing to follow it")
-        st = path.stat()
-        if _written is not None and _written[0] == _identity(path, st):
-            return _written[1]
-        size = st.st_size
-        if size > MAX_OVERVIEW_BYTES:
-            raise OverviewError(f"_overview.md is {size // (1024 * 1024)} MB; the limit is 16 MB")
-        data = path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise OverviewError("_overview.md is missing") from None
-    except IsADirectoryError:
-        raise OverviewError("_overview.md is a directory") from None
+    except OSError as exc:
+        if path.is_symlink():
+            raise OverviewError("_overview.md is a symlink; refusing to follow it") from None
+        raise OverviewError(f"cannot read _overview.md: {exc.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise OverviewError("_overview.md is a directory")
+        if not stat.S_ISREG(st.st_mode):
+            raise OverviewError("_overview.md is not a regular file")
+        if st.st_size > MAX_OVERVIEW_BYTES:
+            raise OverviewError(f"_overview.md is {st.st_size // (1024 * 1024)} MB; the limit is 16 MB")
+        chunks, size = [], 0
+        while chunk := os.read(fd, max(st.st_size + 1, 65536)):  # one read, unless it grows
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > MAX_OVERVIEW_BYTES:
+                raise OverviewError("_overview.md is over 16 MB; the limit is 16 MB")
+        data = b"".join(chunks)
     except OSError as exc:
         raise OverviewError(f"cannot read _overview.md: {exc.strerror}") from None
+    finally:
+        os.close(fd)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -333,8 +402,6 @@ def write_atomic(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
-    global _written
-    _written = (_identity(path, path.stat()), text)
 
 
 @contextlib.contextmanager
@@ -346,19 +413,6 @@ def locked(session_dir: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def update(path: Path, fields: Mapping[str, str | None], flow: Sequence[str] = ()) -> str:
-    """Locked read, edit, atomic write. Returns the text as written."""
-    with locked(path.parent):
-        text = read_text(path)
-        ov = parse(text)
-        new = set_fields(ov, fields) if fields else text
-        for entry in flow:
-            new = append_flow(new, entry)
-        if new != text:
-            write_atomic(path, new)
-        return new
 
 
 def render_new(

@@ -1,4 +1,4 @@
-"""The `_signal.json` protocol: the child's verdict, read strictly, and the signal history.
+"""The `_signal.json` protocol: the child's verdict, read strictly (its history is `history.py`).
 
 The child writes `_signal.json` as its very last act. The worker clears it before each attempt,
 reads it once after the child exits, and never trusts anything it cannot parse: a missing,
@@ -156,31 +156,3 @@ def clear_signal(path: Path) -> None:
         pass
     except IsADirectoryError:
         raise InvalidSignal("_signal.json is a directory; remove it by hand") from None
-
-
-def append_history(path: Path, record: dict[str, Any]) -> None:
-    """Append one JSON line and make it durable before the worker acts on it."""
-    line = json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    try:
-        os.write(fd, line.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def read_history(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """History records, oldest first; a torn last line (crash mid-write) is skipped."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
-        return []
-    records = []
-    for line in text.splitlines()[-limit:] if limit else text.splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records

@@ -17,16 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from worker import gitops, overview
+from worker import history as hist
 from worker.config import Settings
 from worker.overview import OverviewError
 from worker.session import SessionPaths, holder
-from worker.signals import InvalidSignal, read_history, read_signal
+from worker.signals import InvalidSignal, read_signal
 
 MAX_BYTES = 1000  # the parent reads the report every minute; keep it well under 1 KiB
-# History events written by the parent commands: they end whatever the last decision waited for.
 POLL = 1.0  # seconds between watch's looks at the overview and the lease
 START_GRACE = 10.0  # how long watch waits for a worker (or a new session's folder) to appear
-HUMAN_EVENTS = frozenset({"approved", "resumed", "answered", "unblocked"})
 _WORKING_DIR = re.compile(r"^Working Dir:[ \t]*(?P<dir>.+?)[ \t]*$", re.MULTILINE)
 _NONE = ("", "-")
 _BULLET = re.compile(r"^[-*+][ \t]+")
@@ -85,13 +84,10 @@ def waiting_for(ov: overview.Overview | None, history: list[dict], paths: Sessio
     decision's `waiting_for` (unless a parent command came after it), else the last signal's `for`."""
     if ov is not None and "waiting for" in ov.fields:
         return _value(ov.get("waiting for"))
-    for record in reversed(history):
-        if record.get("event") in HUMAN_EVENTS:
-            return None
-        if record.get("decision"):
-            if record.get("waiting_for"):
-                return str(record["waiting_for"])
-            break
+    if hist.human_acted_last(history):
+        return None
+    if wait := hist.last_wait(history):
+        return wait
     try:
         signal, _ = read_signal(paths.signal)
     except InvalidSignal:
@@ -136,7 +132,10 @@ def build(paths: SessionPaths, rails: dict[str, Any], workdir_fallback: Path | N
         ov = overview.parse(text)
     except OverviewError as exc:
         problem = exc.reason
-    history = read_history(paths.history)
+    try:
+        history = hist.read(paths.history)
+    except OSError:  # a directory there, say: the report shows what it can
+        history = []
     spend, tokens_in, tokens_out = _spend(history)
     workdir = _working_dir(text, ov.status.start if ov else min(len(text), 8192), workdir_fallback)
     flow: list[str] = []

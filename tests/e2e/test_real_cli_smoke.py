@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -57,6 +60,35 @@ def write_marker_script(text: str) -> list:
         return [Reply("no session context")]
     target = context.session_dir / f"{context.phase}.txt"
     return [Shell(f"echo phase={context.phase} > '{target}'"), Reply(f"wrote {target.name}")]
+
+
+@pytest.mark.e2e
+def test_doctor_reports_the_real_clis_versions_inside_the_tested_range(
+    cli_set: realcli.VersionSet, claude_bin: Path, codex_bin: Path, tmp_path: Path
+) -> None:
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(tmp_path),
+        "SAMOCODE_ENV_FILE": str(tmp_path / "none.env"),
+        "CLAUDE_PATH": str(claude_bin),
+        "CODEX_PATH": str(codex_bin),
+        "ANTHROPIC_API_KEY": "sk-test",
+    }
+    done = subprocess.run(
+        [sys.executable, str(realcli.REPO / "main.py"), "doctor"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert any(line.startswith(f"claude: {cli_set.claude} at ") and "(tested: " in line for line in lines)
+    assert any(line.startswith(f"codex (not in use): {cli_set.codex} at ") for line in lines), lines
+    assert "API key (ANTHROPIC_API_KEY)" in done.stdout
+    assert lines[-1] == "all well"
 
 
 def assert_limit_with_reset(text: str) -> None:
