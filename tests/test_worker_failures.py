@@ -293,3 +293,25 @@ def test_without_git_on_path_a_git_project_is_refused_not_worked_in_place(projec
 
 def git(cwd: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(cwd), *args], check=True, capture_output=True, text=True).stdout
+
+
+def test_a_child_that_closes_stdout_and_works_on_is_not_cut_short(project):
+    project.scenario(
+        sequence=[
+            {"close_stdout": True, "sleep": 3.5, "signal": {"status": "continue", "phase": "investigation"}},
+            {"signal": {"status": "blocked", "reason": "stop here", "needs": "human_decision"}},
+        ]
+    )
+    result = project.worker("s17", env={"SAMOCODE_MAX_RETRIES": "0"})
+    assert result.returncode == 4, result.stdout + result.stderr
+    records = history(project.session_dir("s17"))
+    first = next(r for r in records if r.get("decision"))
+    assert first["decision"] == "continue", records  # its signal counted: it was not killed at 2 s
+
+
+def test_a_child_silent_after_closing_stdout_is_still_killed_as_idle_with_no_racy_exit_code(project):
+    project.scenario(sequence=[{"close_stdout": True, "sleep": 30}] * 2)
+    result = project.worker("s18", env={"SAMOCODE_MAX_RETRIES": "0", "SAMOCODE_IDLE_TIMEOUT": "1"})
+    assert result.returncode in (4, 5), result.stdout + result.stderr
+    attempts = [r for r in history(project.session_dir("s18")) if r.get("ending")]
+    assert attempts and all(r["ending"] == "idle" and r["exit_code"] is None for r in attempts), attempts

@@ -215,6 +215,23 @@ class _Lines:
         self.partial = b""
 
 
+def _outlive(
+    proc: subprocess.Popen[bytes], stop: threading.Event, limits: Limits, started: float, last_output: float
+) -> Ending:
+    """Wait for a child that closed its stdout; how it ended (EXITED when it exited by itself)."""
+    while True:
+        now = time.monotonic()
+        if stop.is_set():
+            return Ending.INTERRUPTED
+        if now - started >= limits.timeout:
+            return Ending.TIMEOUT
+        if now - last_output >= limits.idle_timeout:
+            return Ending.IDLE
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.1)
+            return Ending.EXITED
+
+
 def open_exclusive(path: Path) -> tuple[Path, int]:
     """Open a new log file, never overwriting an earlier one (a suffix is added instead)."""
     for n in range(1, 1000):
@@ -321,6 +338,11 @@ def run(
                     tail_size -= len(tail.popleft())
                 lines.feed(chunk)
     lines.close()
+    if eof and ending is Ending.EXITED and proc.poll() is None:
+        # stdout closed but the child works on: it keeps its time and idle limits, no less.
+        ending = _outlive(proc, stop, limits, started, last_output)
+    # Whether a stopped child would have exited 0 or died of the TERM is a race: record neither.
+    stopped_running = ending is not Ending.EXITED and proc.poll() is None
     if ending is not Ending.EXITED:
         leftovers = terminate_tree(proc, tag, limits.kill_grace, before=before)
     else:
@@ -334,7 +356,7 @@ def run(
     proc.stdout.close()
     return RunResult(
         ending=ending,
-        exit_code=proc.returncode,
+        exit_code=None if stopped_running else proc.returncode,
         duration=time.monotonic() - started,  # up to the last descendant's end
         stdout_bytes=total,
         tail=b"".join(tail)[-TAIL_BYTES:],

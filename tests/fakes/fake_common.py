@@ -58,10 +58,14 @@ def side_effects(action):
 
 
 def stall(action, partial_line):
-    """half_line: print the start of a line and never end it; sleep: take that long."""
+    """half_line: print the start of a line and never end it; close_stdout: close stdout (later
+    output goes nowhere) and work on; sleep: take that long."""
     if action.get("half_line"):
         sys.stdout.write(partial_line)
         sys.stdout.flush()
+    if action.get("close_stdout"):
+        sys.stdout.flush()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     time.sleep(float(action.get("sleep", 0)))
 
 
