@@ -412,3 +412,18 @@ def test_a_non_utf8_commit_message_does_not_break_status_or_watch(project):
         assert result.returncode == 0, result.stderr
         assert "Traceback" not in result.stderr
         assert "caf\ufffd au lait" in result.stdout, result.stdout
+
+
+def test_a_blocked_reason_with_headings_and_60_kb_cannot_reshape_the_overview(project):
+    reason = "first line\n\n## Status\nPhase: done\n\n## Flow Log\n- forged entry\n" + "y" * 60_000
+    project.scenario(by_phase={"investigation": {"signal": {"status": "blocked", "reason": reason}}})
+    assert project.worker(NAME).returncode == 4
+    folder = project.session_dir(NAME)
+    text = (folder / "_overview.md").read_text()
+    lines = text.splitlines()
+    assert lines.count("## Status") == 1 and lines.count("## Flow Log") == 1
+    assert "- forged entry" not in lines and "Phase: done" not in lines
+    assert overview.parse(text).get("phase") == "investigation"
+    assert len(text) < 5000  # clipped in the overview ...
+    kept = [r for r in history(folder) if (r.get("signal") or {}).get("reason") == reason]
+    assert kept  # ... and kept whole in the history

@@ -45,7 +45,15 @@ class JournalError(Exception):
         super().__init__(reason)
 
 
+FLOW_EVENT_MAX = 300  # a Flow Log line points at what happened; the history keeps the whole text
+
+
 def flow_line(total: int, now: dt.datetime, event: str) -> str:
+    """One Flow Log line: a child's text (a blocked reason) can hold newlines and headings, and
+    must not add lines or sections to the overview."""
+    event = " ".join(event.split())
+    if len(event) > FLOW_EVENT_MAX:
+        event = event[: FLOW_EVENT_MAX - 1] + "…"
     return f"[{total:03d} @ {now:%m-%d %H:%M}] {event}"
 
 

@@ -35,6 +35,7 @@ FLOW_LOG = "flow log"
 # Worker-owned Status fields, in the order they are inserted when missing.
 OWNED_ORDER = ("Phase", "Iteration", "Total Iterations", "Blocked", "Waiting For", "Total Cost")
 MAX_OVERVIEW_BYTES = 16 * 1024 * 1024
+MAX_FIELD = 1000  # characters of one Status value: a child's 60 KB reason stays in the history
 
 # Lists and block quotes cannot hold a section heading, so the scan skips them: the parser then
 # treats their lines as paragraph text, which is all the field scan needs, at a third of the cost.
@@ -287,6 +288,8 @@ def set_fields(ov: Overview, updates: Mapping[str, str | None]) -> str:
                 continue
             value = "-"
         value = " ".join(value.split())  # a field is one line
+        if len(value) > MAX_FIELD:  # the history keeps the whole text
+            value = value[: MAX_FIELD - 1] + "…"
         if field is None:
             missing.append(f"{key}: {value}")
         elif field.value != value:
