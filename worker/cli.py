@@ -151,12 +151,13 @@ def entry() -> None:
 
 
 def _config(args: argparse.Namespace) -> int:
-    from worker.config import env_file_path, load_project, load_settings
+    from worker.config import load_project, load_settings, settings_files, sources
 
-    settings = load_settings(os.environ)
-    print(f"env file: {env_file_path(os.environ)}")
-    for key, value in settings.masked().items():
-        print(f"{key}={value}")
+    load_settings(os.environ)  # every problem first, as a run would report it
+    for label, path in zip(("user settings", "checkout .env"), settings_files(os.environ), strict=True):
+        print(f"{label}: {path}{'' if path.is_file() else ' (none)'}")
+    for key, (value, origin) in sources(os.environ).items():
+        print(f"{key}={value}  ({origin})")
     if args.config:
         project = load_project(args.config)
         print(f"MAIN_REPO={project.main_repo}\nWORKTREES={project.worktrees}\nSESSIONS={project.sessions}")

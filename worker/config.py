@@ -1,7 +1,8 @@
 """Settings: the project's `.samocode` file and the runtime settings, validated once.
 
-Precedence: command line > environment > `.env` beside main.py > defaults. Every problem is
-collected and reported at once, as plain lines.
+Precedence: command line > environment > the user's settings file (`$XDG_CONFIG_HOME/samocode/env`,
+default `~/.config/samocode/env`: outside any install folder, so plugin updates keep it) > `.env`
+beside main.py > defaults. Every problem is collected and reported at once, as plain lines.
 """
 
 from __future__ import annotations
@@ -167,25 +168,69 @@ def gather(*loaders: Callable[[], object]) -> list:
     return results
 
 
+SECRETS = frozenset({"TELEGRAM_BOT_TOKEN"})
+ENVIRONMENT = "environment"
+DEFAULT = "default"
+
+
 def env_file_path(environ: Mapping[str, str]) -> Path:
+    """The checkout's `.env` (SAMOCODE_ENV_FILE names another file, for tests and odd set-ups)."""
     return Path(environ.get("SAMOCODE_ENV_FILE") or INSTALL_ROOT / ".env")
 
 
+def user_env_path(environ: Mapping[str, str]) -> Path:
+    """The user's settings file, per the XDG base directory rules (a relative XDG_CONFIG_HOME is ignored)."""
+    base = environ.get("XDG_CONFIG_HOME", "")
+    if not os.path.isabs(base):
+        base = os.path.join(environ.get("HOME") or os.path.expanduser("~"), ".config")
+    return Path(base) / "samocode" / "env"
+
+
+def settings_files(environ: Mapping[str, str]) -> tuple[Path, ...]:
+    """The settings files in order of precedence, the strongest first."""
+    return (user_env_path(environ), env_file_path(environ))
+
+
+def raw_values(environ: Mapping[str, str], problems: list[str]) -> dict[str, tuple[str, str]]:
+    """Each variable's text and where it came from ("environment" or a file's path), by precedence."""
+    found: dict[str, tuple[str, str]] = {}
+    for path in reversed(settings_files(environ)):  # weakest first: stronger ones overwrite
+        if path.is_file():
+            found.update({k: (v, str(path)) for k, v in _read_env_file(path, problems).items()})
+    found.update({k: (v, ENVIRONMENT) for k, v in environ.items() if v != ""})
+    return found
+
+
+def sources(environ: Mapping[str, str]) -> dict[str, tuple[str, str]]:
+    """For `samocode config`: every setting's shown value (secrets masked) and where it came from."""
+    found = raw_values(environ, [])
+    defaults = Settings()
+    shown: dict[str, tuple[str, str]] = {}
+    for f in fields(Settings):
+        name = ENV_NAMES.get(f.name)
+        if name is None:
+            continue
+        value, origin = found.get(name, (str(getattr(defaults, f.name)), DEFAULT))
+        if name in SECRETS and value and origin != DEFAULT:
+            value = f"*** ({len(value)} chars)"
+        shown[name] = (value, origin)
+    return shown
+
+
 def load_settings(environ: Mapping[str, str], overrides: Mapping[str, object] | None = None) -> Settings:
-    """Settings from defaults < `.env` < environment < command line; ConfigError lists all problems."""
+    """Settings from defaults < `.env` < user file < environment < command line; ConfigError lists all
+    problems."""
     problems: list[str] = []
-    env_file = env_file_path(environ)
-    file_values = _read_env_file(env_file, problems) if env_file.is_file() else {}
-    merged = {**file_values, **{k: v for k, v in environ.items() if v != ""}}
+    merged = raw_values(environ, problems)
     values: dict[str, object] = {}
     defaults = Settings()
     for f in fields(Settings):
         name = ENV_NAMES.get(f.name)
-        raw = merged.get(name) if name else None
+        raw, source = merged.get(name, (None, "")) if name else (None, "")
         if raw is None:
             continue
         default = getattr(defaults, f.name)
-        origin = f"{name} (from {env_file})" if name in file_values and name not in environ else name
+        origin = name if source == ENVIRONMENT else f"{name} (from {source})"
         if isinstance(default, str):
             values[f.name] = raw.strip()
             continue
