@@ -121,6 +121,8 @@ def run_attempt(
         os.close(log_fd)
         os.close(stderr_fd)
     rails.crash_point("child-exited")
+    if run.log_error:  # the child ran to its end (or was stopped): nothing of it is left running
+        raise JournalError(f"cannot write the iteration's log {log_path.name}: {run.log_error}")
     record = parser.finish(run, _tail(stderr_path))
     signal, raw, invalid = _read_signal(paths.signal)
     rails.crash_point("signal-read")

@@ -63,6 +63,7 @@ class RunResult:
     stdout_bytes: int
     tail: bytes
     leftovers: int  # descendants still alive when the child ended (all killed)
+    log_error: str = ""  # why the stream log could not be written (the stream was still drained)
 
 
 def become_subreaper() -> bool:
@@ -215,6 +216,17 @@ class _Lines:
         self.partial = b""
 
 
+def _write_all(fd: int, data: bytes) -> str:
+    """Write all of `data`; the error text when the file system refuses (full disk), else ''."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view) :]
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return ""
+
+
 def _outlive(
     proc: subprocess.Popen[bytes], stop: threading.Event, limits: Limits, started: float, last_output: float
 ) -> Ending:
@@ -295,6 +307,7 @@ def run(
     tail: collections.deque[bytes] = collections.deque()  # the last chunks, kept by reference
     tail_size = 0
     total = 0
+    log_error = ""
     last_output = started
     ending = Ending.EXITED
     exited_at: float | None = None
@@ -329,7 +342,8 @@ def run(
                 if not chunk:
                     eof = True
                     break
-                os.write(log_fd, chunk)
+                if not log_error:
+                    log_error = _write_all(log_fd, chunk)
                 total += len(chunk)
                 last_output = time.monotonic()
                 tail.append(chunk)
@@ -361,4 +375,5 @@ def run(
         stdout_bytes=total,
         tail=b"".join(tail)[-TAIL_BYTES:],
         leftovers=leftovers,
+        log_error=log_error,
     )
