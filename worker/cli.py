@@ -17,7 +17,18 @@ from pathlib import Path
 
 from worker.errors import ConfigError, ExitCode, SamocodeError
 
-SUBCOMMANDS = ("run", "status", "watch", "approve", "resume", "answer", "unblock", "config", "doctor")
+SUBCOMMANDS = (
+    "run",
+    "status",
+    "watch",
+    "approve",
+    "resume",
+    "answer",
+    "unblock",
+    "config",
+    "doctor",
+    "sessions",
+)
 log = logging.getLogger("samocode")
 
 
@@ -113,6 +124,10 @@ def build_parser() -> argparse.ArgumentParser:
     doctor = sub.add_parser("doctor", help="the CLIs, their versions and logins; a session's last stream")
     doctor.add_argument("--config", type=Path, help="the project's .samocode file (needed with --session)")
     doctor.add_argument("--session", help="also report what this session's last attempt's stream lacked")
+
+    sessions = sub.add_parser("sessions", help="one line per session, the most recently active first")
+    sessions.add_argument("--config", required=True, type=Path, help="path to the project's .samocode file")
+    sessions.add_argument("--json", action="store_true", help="the list as one JSON array")
     return parser
 
 
@@ -131,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config(args)
         if args.command == "doctor":
             return _doctor(args)
+        if args.command == "sessions":
+            return _sessions(args)
         if args.command == "run":
             return _run(args)
         from worker import commands  # the parent-facing commands
@@ -161,6 +178,21 @@ def _config(args: argparse.Namespace) -> int:
     if args.config:
         project = load_project(args.config)
         print(f"MAIN_REPO={project.main_repo}\nWORKTREES={project.worktrees}\nSESSIONS={project.sessions}")
+    return 0
+
+
+def _sessions(args: argparse.Namespace) -> int:
+    import json
+
+    from worker import session_list
+    from worker.config import load_project
+
+    project = load_project(args.config)
+    entries = session_list.list_sessions(project.sessions)
+    if args.json:
+        print(json.dumps(session_list.as_json(entries), ensure_ascii=False))
+    else:
+        print(session_list.render_text(project.sessions, entries))
     return 0
 
 
