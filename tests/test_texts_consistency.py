@@ -31,6 +31,7 @@ from agent_texts import (
     tokens_of,
 )
 
+from worker.errors import ExitCode
 from worker.phases import PHASES, Phase, SessionState, decide
 from worker.signals import CHILD_NEEDS, CHILD_WAIT_FOR, InvalidSignal, Need, Status, WaitFor, parse_signal
 
@@ -279,6 +280,51 @@ def test_claude_md_phase_table_matches_phases() -> None:
 
 def test_claude_md_vocabulary_is_known() -> None:
     assert vocabulary_problems(tokens_of(CLAUDE_MD.read_text(encoding="utf-8")), snake=False) == []
+
+
+# The phase reference the samocode-run skill sends the parent to (shipped with the skill, read on demand).
+SKILL_REFERENCE = AGENTS_DIR.parent / "skills" / "samocode-run" / "reference.md"
+_EXIT_ROW = re.compile(r"^\| (\d+(?: / \d+)*) \|", re.MULTILINE)
+
+
+def exit_table_problems(text: str) -> list[str]:
+    """Every ExitCode in the reference's exit table, and no code the worker does not have."""
+    listed = [int(code) for row in _EXIT_ROW.findall(text) for code in row.split(" / ")]
+    known = sorted(int(c) for c in ExitCode)
+    problems = [f"exit code {c} is missing" for c in known if c not in listed]
+    problems += [f"exit code {c} is not one of worker/errors.py's" for c in listed if c not in known]
+    problems += [f"exit code {c} is listed twice" for c in set(listed) if listed.count(c) > 1]
+    return problems
+
+
+def test_skill_reference_phase_table_matches_phases() -> None:
+    assert phase_table_problems(parse_phase_table(SKILL_REFERENCE.read_text(encoding="utf-8"))) == []
+
+
+def test_skill_reference_vocabulary_is_known() -> None:
+    assert vocabulary_problems(tokens_of(SKILL_REFERENCE.read_text(encoding="utf-8")), snake=True) == []
+
+
+def test_skill_reference_exit_codes_match_the_worker() -> None:
+    assert exit_table_problems(SKILL_REFERENCE.read_text(encoding="utf-8")) == []
+
+
+def test_checker_catches_a_wrong_skill_reference() -> None:
+    text = SKILL_REFERENCE.read_text(encoding="utf-8")
+    row = "| `planning` | `MM-DD-HH:mm-plan-<slug>.md` | 10 | — | `plan_approval` |"
+    assert row in text
+    bad = text.replace(
+        row, "| `planning` | `MM-DD-HH:mm-plan-<slug>.md` | 10 | `implementation` | `plan_approval` |"
+    )
+    assert any("planning: may move to" in p for p in phase_table_problems(parse_phase_table(bad)))
+    assert any(
+        "plan_aproval" in p for p in vocabulary_problems(tokens_of(text + "\n`plan_aproval`\n"), snake=True)
+    )
+    no_nine = re.sub(r"^\| 9 \|.*\n", "", text, flags=re.MULTILINE)
+    assert exit_table_problems(no_nine) == ["exit code 9 is missing"]
+    assert exit_table_problems(text + "| 11 | made up | - |\n") == [
+        "exit code 11 is not one of worker/errors.py's"
+    ]
 
 
 # --- the checker bites (mutated texts) ----------------------------------------------------------
