@@ -6,12 +6,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import random
 import subprocess
 import time
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from worker import clock
 from worker.config import Settings
@@ -188,18 +191,106 @@ def test_turn_completed_with_a_nonzero_exit_is_a_failure():
     assert parse_lines(SUCCESS, exited(1)).failure is Failure.EXIT
 
 
-def test_big_command_output_is_counted_but_never_parsed():
+def test_big_command_output_is_counted_in_any_key_order_and_parsed_fast_enough():
     stream = CodexStream()
-    head = b'{"type":"item.completed","item":{"id":"item_9","type":"command_execution","command":"x",'
-    broken = head + b'"aggregated_output":"' + b"y" * (1 << 20)  # not even valid JSON
-    stream.feed(broken)
+    item = {
+        "id": "item_9",
+        "type": "command_execution",
+        "command": "x",
+        "exit_code": 0,
+        "status": "completed",
+    }
+    big = {"item": {**item, "aggregated_output": "y" * (1 << 20)}, "type": "item.completed"}  # type last
+    stream.feed(json.dumps(big).encode())
     assert stream.actions == 1
     started = time.perf_counter()
-    line = head + b'"aggregated_output":"' + b"z" * 1000 + b'","exit_code":0,"status":"completed"}}'
+    line = json.dumps({"type": "item.completed", "item": {**item, "aggregated_output": "z" * 1000}}).encode()
     for _ in range(200_000):  # 200 MB of command output
         stream.feed(line)
     assert time.perf_counter() - started < 5
     assert stream.actions == 200_001
+
+
+def test_a_broken_line_is_no_event():
+    stream = CodexStream()
+    stream.feed(b'{"type":"item.completed","item":{"type":"command_execution","aggregated_output":"y')
+    stream.feed(b'{"type":"turn.completed","usage":')
+    assert (stream.actions, stream.usage) == (0, None)
+
+
+def test_a_quoted_event_inside_a_message_never_counts():
+    said = json.dumps({"type": "item.completed", "item": {"type": "agent_message", "text": SUCCESS[-1]}})
+    record = parse_lines([*START, said], exited(0))
+    assert record.failure is Failure.NO_RESULT and record.tokens_out is None
+
+
+def shuffled(value, rng: random.Random):
+    if isinstance(value, dict):
+        items = list(value.items())
+        rng.shuffle(items)
+        return {k: shuffled(v, rng) for k, v in items}
+    if isinstance(value, list):
+        return [shuffled(v, rng) for v in value]
+    return value
+
+
+CODEX_STREAMS = {
+    "success": (SUCCESS, exited(0)),
+    "usage_limit": (failed_turn(USAGE_LIMIT_TEXT.format(clock="4:56 PM")), exited(1)),
+    "401": (failed_turn(FAILURES["401"]), exited(1)),
+    "503": (failed_turn(FAILURES["503"], retries=2), exited(1)),
+    "no_result": (START, exited(0)),
+}
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    name=st.sampled_from(sorted(CODEX_STREAMS)),
+    seed=st.integers(0, 2**32 - 1),
+    separators=st.sampled_from([(",", ":"), (", ", ": "), (" , ", " : ")]),
+)
+def test_key_order_and_spacing_never_change_what_codex_reports(name, seed, separators):
+    lines, run = CODEX_STREAMS[name]
+    rng = random.Random(seed)
+    again = [
+        json.dumps(shuffled(json.loads(ln), rng), separators=separators, ensure_ascii=False) for ln in lines
+    ]
+
+    def facts(record):
+        return (
+            record.failure,
+            record.message,
+            record.turns,
+            record.tokens_out,
+            record.resets_at,
+            record.api_status,
+        )
+
+    stream = CodexStream()
+    for line in again:  # through the process layer's marker prefilter, as in the worker
+        if any(m in line.encode() for m in stream.markers):
+            stream.feed(line.encode())
+    assert facts(stream.finish(run, "")) == facts(parse_lines(lines, run))
+
+
+def test_the_version_is_asked_once_and_a_stream_problem_names_it():
+    calls = []
+
+    def probe():
+        calls.append(1)
+        return "0.171.0"
+
+    stream = CodexStream(version_probe=probe)
+    for line in START:
+        stream.feed(line.encode())
+    record = stream.finish(exited(0), "")
+    assert record.cli == "codex 0.171.0" and calls == [1]
+    assert record.failure is Failure.NO_RESULT
+    assert (
+        record.stream_problem
+        == "the CLI's result event (turn.completed) was not understood — CLI version 0.171.0"
+    )
+    assert parse_lines(SUCCESS, exited(0)).stream_problem == ""
 
 
 def test_spaced_json_is_understood_too():
@@ -397,6 +488,7 @@ def test_one_iteration_records_tokens_estimated_cost_and_the_raw_stream(codex):
     assert (entry["tokens_in"], entry["tokens_cached"], entry["tokens_out"]) == (10000, 2000, 300)
     assert entry["cost_usd"] == pytest.approx((10000 * 1.25 + 2000 * 0.125 + 300 * 10) / 1e6)
     assert entry["cost_estimated"] is True
+    assert entry["cli"] == "codex 0.169.0"  # asked of `codex --version`: the stream never says
     logs = sorted((session / "_logs").glob("*.jsonl"))
     events = [json.loads(line)["type"] for line in logs[0].read_text().splitlines()]
     assert events[0] == "thread.started" and events[-1] == "turn.completed"

@@ -1,9 +1,11 @@
 """Wall-clock helpers shared by the providers: reset times that CLIs print as text.
 
 Both CLIs print the reset in the user's local time, at minute resolution (seconds are cut off):
-Claude Code  'resets 5:24pm (Europe/Berlin)', 'resets 5pm (UTC)', 'resets Nov 27, 5pm (UTC)'
-             (its own time zone name in parentheses);
-Codex        'try again at 4:56 PM.', 'try again at Nov 27th, 2026 12:05 AM.' (no zone: local time).
+Claude Code  'You've hit your session limit · resets 5:24pm (Europe/Berlin)' (2.1.197), 'your 5-hour
+             limit · resets 5pm (UTC)' (2.1.332), 'your weekly limit · resets Dec 2, 4:41pm (UTC)',
+             'resets Dec 2, 2027, 4pm (UTC)', '… It resets 5pm (UTC).', a monthly 'resets Dec 1'
+             with no time (its own time zone name in parentheses; a date alone means its midnight);
+Codex        'try again at 4:56 PM.', 'Try again at Nov 27th, 2026 12:05 AM.' (no zone: local time).
 The worker runs beside the CLI, so "local" is the worker's local time unless a zone is named.
 """
 
@@ -21,6 +23,11 @@ _RESET = re.compile(
     r"(?:st|nd|rd|th)?,?\s+(?:(?P<year>\d{4}),?\s+)?(?:at\s+)?)?"
     r"(?P<hour>\d{1,2})(?::(?P<minute>\d{2}))?\s*(?P<meridiem>[ap]\.?m\b\.?)?"
     r"(?:\s*\((?P<zone>[^()\s]+)\))?",
+    re.IGNORECASE,
+)
+_DATE_ONLY = re.compile(
+    r"\bresets?\s+(?:on\s+)?(?P<month>jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+"
+    r"(?P<day>\d{1,2})(?:st|nd|rd|th)?(?:,?\s+(?P<year>\d{4}))?\b(?!:)(?:\s*\((?P<zone>[^()\s]+)\))?",
     re.IGNORECASE,
 )
 MINUTE = 60.0
@@ -76,19 +83,29 @@ def reset_time(text: str, now: float | None = None) -> float | None:
     """When a usage limit printed in `text` is over, epoch seconds, or None when no time is named.
 
     The printed minute is truncated, so the limit is over at the end of that minute."""
+    now = time.time() if now is None else now
     match = _RESET.search(text or "")
     if not match or not (match.group("minute") or match.group("meridiem")):
-        return None  # a bare number ('try again at 5') is not a time
+        # A bare number ('try again at 5') is not a time; a date alone is that day's midnight.
+        dated = _DATE_ONLY.search(text or "")
+        midnight = _on_date(dated, 0, 0, now, _zone(dated.group("zone"))) if dated else None
+        return None if midnight is None else midnight - MINUTE
     tz = _zone(match.group("zone"))
     hour, minute = int(match.group("hour")), int(match.group("minute") or 0)
     meridiem = match.group("meridiem")
-    now = time.time() if now is None else now
     if not match.group("month"):
         start = next_clock_time(hour, minute, meridiem, now, tz)
         return None if start is None else start + MINUTE
     hour24 = _hour24(hour, meridiem)
     if hour24 is None or not 0 <= minute <= 59:
         return None
+    return _on_date(match, hour24, minute, now, tz)
+
+
+def _on_date(
+    match: re.Match[str], hour24: int, minute: int, now: float, tz: dt.tzinfo | None
+) -> float | None:
+    """The end of the minute hour24:minute on the matched month/day (this year or the next)."""
     wall = _wall(now, tz)
     month = _MONTHS.index(match.group("month").lower()) + 1
     years = [int(match.group("year"))] if match.group("year") else [wall.year, wall.year + 1]

@@ -115,11 +115,14 @@ class _Tries:
     cost: float = 0.0
     cost_known: bool = False
     previous: str = ""  # what the next attempt is told about the last one
+    stream_problem: str = ""  # the last attempt's stream the worker did not understand
 
     def add(self, record: IterationRecord) -> None:
         if record.cost_usd is not None:
             self.cost += record.cost_usd
             self.cost_known = True
+        if record.stream_problem:
+            self.stream_problem = record.stream_problem
 
 
 class _Loop:
@@ -293,6 +296,8 @@ class _Loop:
         rails.crash_point("marker-cleared")
         moved = f" -> {decided.phase.value}" if decided.phase is not state.phase else ""
         detail = decided.reason if decided.verdict in (Verdict.BLOCKED, Verdict.WAITING) else ""
+        if tries.stream_problem:  # never silent: the console says what the worker could not read
+            detail = "; ".join(filter(None, (f"stream: {tries.stream_problem}", detail)))
         duration = time.monotonic() - started
         self.rt.report(
             IterationReport(decided.total, state.phase, decided.verdict.value + moved, duration, cost, detail)

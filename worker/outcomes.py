@@ -57,7 +57,14 @@ def record_fields(record: IterationRecord | None) -> dict:
     """The provider's facts about one attempt, for its history line."""
     if record is None:
         return {}
+    # Present only when there is something to say, so that a plain record stays short.
+    seen = {"cli": record.cli} if record.cli else {}
+    if record.stream_problem:
+        seen["stream_problem"] = record.stream_problem
+    if record.limits:
+        seen["limits"] = {w.name: w.as_dict() for w in record.limits}
     return {
+        **seen,
         "failure": record.failure.value if record.failure else None,
         "cost_usd": record.cost_usd,
         "cost_estimated": record.cost_estimated or None,

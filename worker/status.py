@@ -22,6 +22,7 @@ from worker.config import Settings
 from worker.overview import OverviewError
 from worker.session import SessionPaths, holder
 from worker.signals import InvalidSignal, read_signal
+from worker.streamview import last_limits, last_stream_problem, limits_text
 
 MAX_BYTES = 1000  # the parent reads the report every minute; keep it well under 1 KiB
 POLL = 1.0  # seconds between watch's looks at the overview and the lease
@@ -51,6 +52,8 @@ class Report:
     commits: tuple[str, ...]
     plan: str | None
     qa: str | None
+    limits: dict[str, Any] | None = None  # the last reported rate-limit windows
+    stream_problem: str | None = None  # what the newest attempt's stream lacked
 
 
 def rails_of(settings: Settings | None, problem: str = "") -> dict[str, Any]:
@@ -164,6 +167,8 @@ def build(paths: SessionPaths, rails: dict[str, Any], workdir_fallback: Path | N
         commits=tuple(gitops.recent_commits(workdir, 3)) if workdir else (),
         plan=newest_plan(paths.dir),
         qa=str(paths.qa) if paths.qa.is_file() else None,
+        limits=last_limits(history),
+        stream_problem=last_stream_problem(history),
     )
 
 
@@ -250,6 +255,7 @@ def _clipped(report: Report, width: int) -> Report:
         flow=tuple(_clip(line, short) for line in report.flow),
         commits=tuple(_clip(line, short) for line in report.commits),
         rails={k: _clip(v, width) if isinstance(v, str) else v for k, v in report.rails.items()},
+        stream_problem=_clip(report.stream_problem, width) if report.stream_problem else None,
     )
 
 
@@ -288,6 +294,8 @@ def _text(r: Report) -> str:
         f"Next: {r.next}",
         f"Worker: {worker}",
         f"Spend: {_spend_text(r)}",
+        *([f"Limits: {limits_text(r.limits)}"] if r.limits else []),
+        *([f"Stream: {r.stream_problem}"] if r.stream_problem else []),
         f"Rails: {_rails_text(r.rails)}",
         "Flow:",
         *(f"- {line}" for line in r.flow),

@@ -9,12 +9,17 @@ Environment:
   FAKE_SCENARIO  JSON file: {"sequence": [action, ...], "by_phase": {phase: action}}
                  Invocation k takes sequence[k] while it lasts, then by_phase[phase].
   FAKE_RECORD    a JSONL file; each invocation appends {argv, env subset, phase, cwd}.
+  FAKE_CLAUDE_VERSION  "2.1.197" (default) or "2.1.332": the events in that release's shape. 2.1.332
+                 prints its result line with "type" more than 1,100 bytes in, adds api_error_type,
+                 api_error and terminal_reason "api_error", richer synthetic error lines, and
+                 unifiedWindows in rate_limit_info.
 Action keys (all optional): signal (object, or a string written raw), overview {Field: value},
 flow (event text), files {relative name: content} (session dir), code {relative name: content}
 (working dir, committed when it is a git repo), answer_qa (bool), sleep (s), stdout_mb (MB of
 assistant events), half_line (print a partial line then sleep), spawn ("holder": grandchild keeps
 stdout; "setsid": sleeper in its own session), exit (code), result (merged into the result event;
-null to print none), rate_limit (resetsAt seconds from now: a rejected rate_limit_event), stderr,
+null to print none), rate_limit (resetsAt seconds from now: a rejected rate_limit_event), limits
+({window: utilization}: an allowed rate_limit_event reporting them), stderr,
 pause_after_signal (s to sleep after the signal is written, before the result), ignore_term (bool:
 SIGTERM is ignored), signal_as ("fifo" | "dir" | "symlink:<target>" | "mb:<N>" | "hex:<bytes>":
 `_signal.json` made into that instead of a small text file).
@@ -70,6 +75,7 @@ def main():
             "tools": ["Bash"],
             "model": "claude-opus-4-8",
             "permissionMode": "bypassPermissions",
+            "claude_code_version": os.environ.get("FAKE_CLAUDE_VERSION", "2.1.197"),
         }
     )
     if action.get("ignore_term"):
@@ -84,17 +90,10 @@ def main():
             }
         )
     stall(action, '{"type":"assistant","message":{"content":[{"type":"text","text":"partial')
+    if action.get("limits"):
+        emit(rate_limit_event("allowed", action["limits"], 3600))
     if action.get("rate_limit") is not None:
-        emit(
-            {
-                "type": "rate_limit_event",
-                "rate_limit_info": {
-                    "status": "rejected",
-                    "rateLimitType": "five_hour",
-                    "resetsAt": int(time.time() + float(action["rate_limit"])),
-                },
-            }
-        )
+        emit(rate_limit_event("rejected", {"five_hour": 1.0}, float(action["rate_limit"])))
     perform(action, ctx)
     if action.get("signal_as") and ctx["Session Dir"]:
         odd_signal(action["signal_as"], ctx["Session Dir"])
@@ -122,9 +121,107 @@ def main():
         result = None
     elif action.get("result"):
         result.update(action["result"])
+    if result is not None and result.get("is_error") and result.get("subtype") == "success":
+        emit(synthetic_error(result, action.get("rate_limit") is not None))
     if result is not None:
-        emit(result)
+        emit(shaped_result(result, action.get("rate_limit") is not None))
     sys.exit(int(action.get("exit", 0)))
+
+
+NEW = os.environ.get("FAKE_CLAUDE_VERSION", "2.1.197") != "2.1.197"
+ERROR_KINDS = {429: "rate_limit", 401: "authentication_failed", 529: "server_error", 500: "server_error"}
+ERROR_TYPES = {
+    429: "rate_limit_error",
+    401: "authentication_error",
+    529: "overloaded_error",
+    500: "api_error",
+}
+# 2.1.332's result line: "type" comes after these (their order as the real CLI prints them).
+ORDER_NEW = (
+    "duration_api_ms",
+    "stop_reason",
+    "session_id",
+    "total_cost_usd",
+    "usage",
+    "modelUsage",
+    "permission_denials",
+    "terminal_reason",
+    "fast_mode_state",
+    "fast_mode_disabled_reason",
+    "subagent_stats",
+    "safety_stops",
+    "is_error",
+    "num_turns",
+    "subtype",
+    "api_error_status",
+    "api_error_type",
+    "api_error",
+    "errors",
+    "result",
+    "type",
+)
+
+
+def rate_limit_event(status, windows, reset_in):
+    resets = int(time.time() + reset_in)
+    info = {"status": status, "resetsAt": resets, "rateLimitType": "five_hour", "isUsingOverage": False}
+    if NEW:
+        info["unifiedWindows"] = {
+            name: {"utilization": used, "resetsAt": resets, "status": status if used >= 1 else "allowed"}
+            for name, used in windows.items()
+        }
+    return {"type": "rate_limit_event", "rate_limit_info": info, "uuid": "fake", "session_id": "fake"}
+
+
+def synthetic_error(result, limited):
+    """The assistant line the CLI prints before an API failure's result."""
+    status = result.get("api_error_status")
+    event = {
+        "type": "assistant",
+        "message": {
+            "model": "<synthetic>",
+            "role": "assistant",
+            "content": [{"type": "text", "text": str(result.get("result") or "API Error")}],
+        },
+        "session_id": "fake",
+        "error": ERROR_KINDS.get(status, "unknown"),
+    }
+    if NEW:
+        event.update(is_api_error_message=True, api_error_status=status)
+        if status in ERROR_TYPES:
+            event["api_error_type"] = ERROR_TYPES[status]
+        if limited:
+            event["api_error"] = "usage_limit_reached"
+    return event
+
+
+def shaped_result(result, limited):
+    """2.1.197 prints "type" first; 2.1.332 moves it more than 1,100 bytes in and adds fields."""
+    if not NEW:
+        return result
+    result = dict(result)
+    status = result.get("api_error_status")
+    if result.get("subtype") == "error_max_turns":
+        result["terminal_reason"] = "max_turns"
+    else:
+        result["terminal_reason"] = "api_error" if result.get("is_error") else "completed"
+    if status in ERROR_TYPES:
+        result["api_error_type"] = ERROR_TYPES[status]
+    if limited:
+        result["api_error"] = "usage_limit_reached"
+    result.update(
+        duration_api_ms=8,
+        modelUsage={"claude-opus-5-5": {"inputTokens": 1000, "outputTokens": 100, "costUSD": 0.0125}},
+        permission_denials=[],
+        fast_mode_state="off",
+        fast_mode_disabled_reason="sdk_opt_in_required",
+        subagent_stats={"spawned": 0, "by_type": {}, "pad": "x" * 900},
+        safety_stops=0,
+        queued_turn_count=0,
+        result_index=0,
+    )
+    keys = [k for k in ORDER_NEW if k in result] + [k for k in result if k not in ORDER_NEW]
+    return {k: result[k] for k in keys}
 
 
 if __name__ == "__main__":

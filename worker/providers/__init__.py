@@ -7,8 +7,12 @@ prompt, and turns the child's stdout stream into the same record for every CLI.
 from __future__ import annotations
 
 import enum
+import functools
+import json
 import os
+import re
 import shutil
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +26,9 @@ if TYPE_CHECKING:
 
 # Variables a child must never inherit: Claude Code refuses (or used to refuse) to start nested.
 SCRUBBED_ENV = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "CLAUDE_CODE_CHILD_SESSION")
+# The worker's own secrets: a child that prints its environment (any Bash tool result may) would
+# write them into the session's logs. The child's own API keys are not among them.
+SECRET_ENV = ("TELEGRAM_BOT_TOKEN",)
 
 
 class Failure(str, enum.Enum):
@@ -65,6 +72,22 @@ class IterationRequest:
 
 
 @dataclass(frozen=True)
+class LimitWindow:
+    """The last reported state of one rate-limit window (five_hour, seven_day, ...)."""
+
+    name: str
+    utilization: float | None = None  # 0..1
+    resets_at: float | None = None  # epoch seconds
+    status: str = ""  # allowed | allowed_warning | rejected
+
+    def as_dict(self) -> dict:
+        reset = self.resets_at
+        if reset is not None and reset == int(reset):
+            reset = int(reset)
+        return {"utilization": self.utilization, "resets_at": reset, "status": self.status or None}
+
+
+@dataclass(frozen=True)
 class IterationRecord:
     """What one attempt cost and how it ended, the same for every provider."""
 
@@ -78,6 +101,9 @@ class IterationRecord:
     cost_estimated: bool = False
     resets_at: float | None = None  # epoch seconds, for usage limits
     api_status: int | None = None
+    cli: str = ""  # "claude 2.1.332", when known
+    stream_problem: str = ""  # what the worker could not understand in the stream; '' when all was
+    limits: tuple[LimitWindow, ...] = ()  # the last reported state of each rate-limit window
 
 
 class StreamParser(Protocol):
@@ -107,7 +133,7 @@ class Provider(Protocol):
 
 
 def child_env(base: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in base.items() if k not in SCRUBBED_ENV}
+    return {k: v for k, v in base.items() if k not in SCRUBBED_ENV and k not in SECRET_ENV}
 
 
 def find_executable(setting: str, value: str) -> str:
@@ -133,6 +159,43 @@ def last_line(text: str, skip: tuple[str, ...] = ()) -> str:
     """The last non-blank line of a CLI's stderr (lines starting with `skip` are noise), shortened."""
     lines = [ln for ln in text.strip().splitlines() if ln.strip() and not ln.startswith(skip or ("\0",))]
     return truncate(lines[-1], 300) if lines else ""
+
+
+def parse_object(line: bytes) -> dict | None:
+    """The line as a JSON object, or None (a fragment, an array, bad UTF-8, absurd nesting)."""
+    try:
+        event = json.loads(line)
+    except (ValueError, RecursionError):
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def as_number(value: object) -> float | None:
+    """A JSON number (not a bool), else None."""
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+_VERSION = re.compile(rb"\b(\d+\.\d+\.\d+)\b")
+
+
+@functools.lru_cache(maxsize=8)
+def cli_version(path: str, timeout: float = 5.0) -> str:
+    """`<path> --version`'s version number ('' when it cannot be had), asked once per worker run.
+
+    Only for what the stream does not say itself: Codex never names its version, and a Claude Code
+    stream that was not understood may not have either."""
+    try:
+        out = subprocess.run(
+            [path, "--version"],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=timeout,
+            env=child_env(os.environ),
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    found = _VERSION.search(out or b"")
+    return found.group(1).decode() if found else ""
 
 
 def as_int(value: object) -> int | None:

@@ -7,9 +7,9 @@ but never cost; cost is estimated from the configured per-million-token prices.
 
 from __future__ import annotations
 
-import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -23,9 +23,11 @@ from worker.providers import (
     Prepared,
     as_int,
     child_env,
+    cli_version,
     ending_failure,
     find_executable,
     last_line,
+    parse_object,
     truncate,
 )
 
@@ -34,16 +36,8 @@ if TYPE_CHECKING:
 
 _NOISE = ("WARNING: ",)  # stderr lines codex prints on every run (e.g. about PATH aliases)
 
-# Event heads worth a json.loads; everything else (item.started, big command outputs) is only logged.
-_PARSED = (b'{"type":"turn.completed"', b'{"type":"turn.failed"', b'{"type":"error"')
-_ITEM_DONE = b'{"type":"item.completed"'
-_AGENT_MESSAGE = b'"type":"agent_message"'
 # Completed items that are an action of the model (the closest thing Codex has to Claude's turns).
-_ACTIONS = tuple(
-    f'"type":"{kind}"'.encode()
-    for kind in ("agent_message", "command_execution", "file_change", "mcp_tool_call", "web_search")
-)
-_HEAD = 160
+_ACTIONS = frozenset({"agent_message", "command_execution", "file_change", "mcp_tool_call", "web_search"})
 _REFUSALS = (
     "error: unexpected argument",  # clap: a flag this codex does not know
     "error: invalid value",
@@ -105,7 +99,9 @@ class CodexProvider:
         )
 
     def parser(self) -> CodexStream:
-        return CodexStream(Prices(self.price_input, self.price_output, self.price_cached))
+        path = self.path
+        prices = Prices(self.price_input, self.price_output, self.price_cached)
+        return CodexStream(prices, version_probe=lambda: cli_version(path))
 
 
 @dataclass(frozen=True)
@@ -126,45 +122,35 @@ class Prices:
 
 
 class CodexStream:
-    """Reads the `--json` events that matter; everything else is only logged."""
+    """Reads the `--json` events that matter; everything else is only logged.
 
-    # Only lines with one of these reach `feed` (item.started and partial output never do).
-    markers = (
-        b'"type":"item.completed"',
-        b'"type":"turn.completed"',
-        b'"type":"turn.failed"',
-        b'"type":"error"',
-    )
+    Events are told apart by their parsed top-level "type", whatever the key order or spacing."""
 
-    def __init__(self, prices: Prices | None = None) -> None:
+    # Bare quoted values of "type": only lines with one of these reach `feed` (item.started and
+    # partial output never do), and a word inside a JSON string (quotes escaped) never matches.
+    markers = (b'"item.completed"', b'"turn.completed"', b'"turn.failed"', b'"error"')
+
+    def __init__(self, prices: Prices | None = None, version_probe: Callable[[], str] | None = None) -> None:
         self.prices = prices or Prices()
         self.usage: dict | None = None
         self.failed: str | None = None  # turn.failed's message
         self.last_error = ""  # the last `error` event (retry notices, the final error)
         self.message = ""  # the last agent message
         self.actions = 0
+        self._probe = version_probe
 
     def feed(self, line: bytes) -> None:
-        head = line[:_HEAD]
-        if b" " in head:
-            head = head.replace(b" ", b"")
-        if head.startswith(_ITEM_DONE):
-            if any(kind in head for kind in _ACTIONS):
-                self.actions += 1
-            if _AGENT_MESSAGE not in head:
-                return  # command output can be a MiB: never parsed
-        elif not head.startswith(_PARSED):
-            return
-        try:
-            event = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return
-        if not isinstance(event, dict):
+        event = parse_object(line)  # a command's output can be a MiB: ~5 ms, once per command
+        if event is None:
             return
         kind = event.get("type")
         if kind == "item.completed":
             item = event.get("item")
-            if isinstance(item, dict) and isinstance(item.get("text"), str):
+            if not isinstance(item, dict):
+                return
+            if item.get("type") in _ACTIONS:
+                self.actions += 1
+            if item.get("type") == "agent_message" and isinstance(item.get("text"), str):
                 self.message = item["text"]
         elif kind == "turn.completed":
             usage = event.get("usage")
@@ -181,23 +167,32 @@ class CodexStream:
         usage = self._usage()
         if (stopped := ending_failure(run)) is not None:
             return IterationRecord(failure=stopped, message=f"child {run.ending.value}", **usage)
+        version = self._probe() if self._probe else ""
+        cli = {"cli": f"codex {version}" if version else ""}
         if self.failed is not None:
-            return _error_record(self.failed, usage)
+            return _error_record(self.failed, usage, cli)
         if self.usage is None:
             refusal = next((r for r in _REFUSALS if r in stderr_tail), "")
             if refusal:
                 return IterationRecord(
-                    failure=Failure.REFUSED, message=_first_line_with(stderr_tail, refusal)
+                    failure=Failure.REFUSED, message=_first_line_with(stderr_tail, refusal), **cli
                 )
             if self.last_error:  # an error event, then the stream ended without turn.failed
-                return _error_record(self.last_error, {})
-            if run.exit_code == 0:
+                return _error_record(self.last_error, {}, cli)
+            if run.exit_code == 0 or run.stdout_bytes:
+                # It printed, yet nothing said how the turn ended: never a bare retry.
+                what = "the CLI's result event (turn.completed) was not understood"
+                problem = f"{what} — CLI version {version or 'unknown'}"
+                failure = Failure.NO_RESULT if run.exit_code == 0 else Failure.EXIT
+                why = last_line(stderr_tail, _NOISE) if run.exit_code else ""
+                message = f"exit {run.exit_code}: {why or problem}" if run.exit_code else problem
                 return IterationRecord(
-                    failure=Failure.NO_RESULT, message="stream ended without turn.completed", **usage
+                    failure=failure, message=message, stream_problem=problem, **usage, **cli
                 )
             return IterationRecord(
                 failure=Failure.EXIT,
                 message=f"exit {run.exit_code}: {last_line(stderr_tail, _NOISE)}".strip(),
+                **cli,
             )
         if run.exit_code not in (0, None):
             why = last_line(stderr_tail, _NOISE)
@@ -205,8 +200,9 @@ class CodexStream:
                 failure=Failure.EXIT,
                 message=f"exit {run.exit_code} after turn.completed: {why}".strip(),
                 **usage,
+                **cli,
             )
-        return IterationRecord(message=truncate(self.message), **usage)
+        return IterationRecord(message=truncate(self.message), **usage, **cli)
 
     def _usage(self) -> dict:
         usage = self.usage or {}
@@ -228,7 +224,7 @@ class CodexStream:
         }
 
 
-def _error_record(message: str, usage: dict) -> IterationRecord:
+def _error_record(message: str, usage: dict, cli: dict) -> IterationRecord:
     """The record of a run that Codex ended with an error message (turn.failed or a last `error`)."""
     failure, status = classify(message)
     return IterationRecord(
@@ -237,6 +233,7 @@ def _error_record(message: str, usage: dict) -> IterationRecord:
         resets_at=reset_time(message) if failure is Failure.USAGE_LIMIT else None,
         api_status=status,
         **usage,
+        **cli,
     )
 
 
