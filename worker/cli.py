@@ -19,6 +19,8 @@ from worker.errors import ConfigError, ExitCode, SamocodeError
 
 SUBCOMMANDS = (
     "run",
+    "start",
+    "stop",
     "status",
     "watch",
     "approve",
@@ -64,20 +66,37 @@ def _session_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--session", required=True, help="session name (exact folder, dated folder, or new)")
 
 
+def _run_args(parser: argparse.ArgumentParser) -> None:
+    _session_args(parser)
+    parser.add_argument("--task", default="", help="the initial task (written to a new session's overview)")
+    parser.add_argument("--dive", default="", help="what to investigate first")
+    parser.add_argument("--timeout", type=_positive_float, help="per-iteration time limit in seconds")
+    parser.add_argument(
+        "--provider", choices=("claude", "codex"), help="AI CLI to run (default: SAMOCODE_PROVIDER or claude)"
+    )
+    parser.add_argument(
+        "--max-iterations", type=_positive_int, default=0, help="stop after N iterations in this run"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="samocode", description="Autonomous session orchestrator for AI coding CLIs.")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     run = sub.add_parser("run", help="run the worker loop on a session (the default)")
-    _session_args(run)
-    run.add_argument("--task", default="", help="the initial task (written to a new session's overview)")
-    run.add_argument("--dive", default="", help="what to investigate first")
-    run.add_argument("--timeout", type=_positive_float, help="per-iteration time limit in seconds")
-    run.add_argument(
-        "--provider", choices=("claude", "codex"), help="AI CLI to run (default: SAMOCODE_PROVIDER or claude)"
+    _run_args(run)
+    # Set by `start`: the worker says "ready" on this pipe once past the session's gate.
+    run.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+
+    start = sub.add_parser(
+        "start", help="start the worker detached (output to SESSION_DIR/_worker.out) and return"
     )
-    run.add_argument(
-        "--max-iterations", type=_positive_int, default=0, help="stop after N iterations in this run"
+    _run_args(start)
+
+    stop = sub.add_parser("stop", help="stop the running worker as Ctrl-C does (resumable)")
+    _session_args(stop)
+    stop.add_argument(
+        "--timeout", type=_positive_float, default=60.0, help="longest wait for it to end (default 60)"
     )
 
     status = sub.add_parser("status", help="compact report of a session (under 1 KB)")
@@ -150,6 +169,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _sessions(args)
         if args.command == "run":
             return _run(args)
+        if args.command == "start":
+            return _start(args)
+        if args.command == "stop":
+            return _stop(args)
         from worker import commands  # the parent-facing commands
 
         return commands.dispatch(args)
@@ -205,7 +228,9 @@ def _doctor(args: argparse.Namespace) -> int:
     return int(report.code)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _prepare(args: argparse.Namespace):
+    """Settings, project, provider and session paths of a run: every config problem, before anything
+    starts (for `start`, before the worker is detached)."""
     from worker import session
     from worker.config import gather, load_project, load_settings
 
@@ -215,16 +240,62 @@ def _run(args: argparse.Namespace) -> int:
         lambda: load_project(args.config),
         lambda: session.check_name(args.session),
     )
-
-    from worker.loop import IterationReport, RunOptions, Runtime, run_session
-    from worker.notify import make_notifier
-    from worker.process import become_subreaper
     from worker.providers import get_provider
 
     provider = get_provider(settings.provider, settings)
     paths, exists = session.resolve(project.sessions, args.session, dt.date.today())
     if paths.dir.exists() and not paths.dir.is_dir():
         raise ConfigError(f"session path {paths.dir} is not a directory")
+    return settings, project, provider, paths, exists
+
+
+def _start(args: argparse.Namespace) -> int:
+    from worker import launch
+
+    _, _, _, paths, _ = _prepare(args)
+    # The worker gets the folder's own name: it exists by then, so it resolves to exactly this one.
+    flags = ["--config", os.path.abspath(args.config), "--session", paths.dir.name]
+    for flag, value in (("--task", args.task), ("--dive", args.dive), ("--provider", args.provider)):
+        if value:
+            flags += [flag, value]
+    if args.timeout is not None:
+        flags += ["--timeout", repr(args.timeout)]
+    if args.max_iterations:
+        flags += ["--max-iterations", str(args.max_iterations)]
+    result = launch.start([*launch.worker_command(), "run", *flags], paths)
+    if isinstance(result, launch.Started):
+        print(f"samocode: started worker pid {result.pid} on {result.session_dir} (output: {result.output})")
+        return 0
+    quiet = result.code in (ExitCode.DONE, ExitCode.WAITING, ExitCode.LIMIT)
+    line = result.line if result.line.startswith("samocode: ") else f"samocode: {result.line}"
+    print(line, file=sys.stdout if quiet else sys.stderr)
+    return result.code
+
+
+def _stop(args: argparse.Namespace) -> int:
+    from worker import launch, session
+    from worker.config import gather, load_project
+
+    project, _ = gather(lambda: load_project(args.config), lambda: session.check_name(args.session))
+    paths = session.find_existing(project.sessions, args.session)
+    result = launch.stop(paths, args.timeout)
+    if isinstance(result, launch.NotRunning):
+        print(f"samocode: no worker running on {paths.dir}")
+    else:
+        code = "unknown" if result.code is None else result.code
+        print(f"samocode: stopped worker pid {result.pid} (exit {code})")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from worker import launch, runrecord
+
+    started_at = runrecord.now_iso()
+    settings, project, provider, paths, exists = _prepare(args)
+
+    from worker.loop import IterationReport, RunOptions, Runtime, run_session
+    from worker.notify import make_notifier
+    from worker.process import become_subreaper
 
     stop = threading.Event()
     stop_code = [ExitCode.INTERRUPTED]
@@ -265,6 +336,8 @@ def _run(args: argparse.Namespace) -> int:
         report=report,
         log=log.info,
         stop_code=stop_code,
+        ready=launch.readiness(args.ready_fd),
+        ended=runrecord.recorder(paths, started_at, log.warning),
     )
     try:
         outcome = run_session(
