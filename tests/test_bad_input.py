@@ -320,7 +320,7 @@ def check_files(kind: str, before: dict, after: dict) -> None:
         assert after == before
         return
     appended = {"_signal_history.jsonl", "session.log"}
-    own = (".samocode.lease", ".samocode.lock")
+    own = (".samocode.lease", ".samocode.lock", "_worker.json")  # _worker.json: how the run ended
     for rel, old in before.items():
         new = after.get(rel)
         if rel in appended and isinstance(old, bytes) and isinstance(new, bytes):

@@ -74,6 +74,9 @@ REPORT_KEYS = {
     "commits",
     "plan",
     "qa",
+    "last_run",
+    "limits",
+    "stream_problem",
 }
 
 
@@ -171,7 +174,11 @@ def test_status_after_a_real_run_reports_phase_wait_plan_spend_flow_and_commits(
     assert "Phase: planning (Iteration 2 / Total 3)" in out
     assert "Blocked: waiting_human   Waiting for: plan_approval" in out
     assert "Next: Await plan approval (samocode approve)" in out
-    assert "Worker: not running" in out
+    assert re.search(
+        r"^Worker: not running · last run exited 3 \(waiting for plan_approval\) at \d\d-\d\d \d\d:\d\d$",
+        out,
+        re.M,
+    )
     assert "Spend: $0.04 (3000 in / 300 out)" in out  # three iterations at $0.0125, 1000/100 tokens
     assert "Rails: timeout 1800s · idle 600s · retries 3 · budget none · stall off" in out
     assert re.search(r"^- \[003 @ \d\d-\d\d \d\d:\d\d\] Waiting for plan_approval$", out, re.M)
@@ -191,6 +198,13 @@ def test_status_after_a_real_run_reports_phase_wait_plan_spend_flow_and_commits(
     assert data["qa"] is None
     assert len(data["flow"]) == 3 and data["flow"][-1].endswith("Waiting for plan_approval")
     assert data["commits"][0].endswith(" init")
+    worker_json = json.loads((folder / "_worker.json").read_text())
+    assert data["last_run"] == {
+        "code": 3,
+        "outcome": "waiting",
+        "message": "waiting for plan_approval: plan ready",
+        "at": worker_json["ended_at"],
+    }
     assert data["rails"] == {
         "provider": "claude",
         "timeout_s": 1800.0,
@@ -621,7 +635,6 @@ def test_watch_honours_its_timeout(project):
         ["answer", "--config", "{config}", "--session", "w", "--set", "1=A", "--set", "1=B"],
         ["answer", "--config", "{config}", "--session", "w", "--set", "1=_waiting_"],
         ["approve", "--config", "{config}", "--session", "w", "--force"],
-        ["status", "--config", "{config}", "--session", "nope"],
         ["approve", "--config", "{config}", "--session", "../w"],
         ["status", "--config", "{root}/missing.samocode", "--session", "w"],
     ],
@@ -637,7 +650,6 @@ def test_watch_honours_its_timeout(project):
         "set-twice",
         "set-waiting",
         "unknown-flag",
-        "unknown-session",
         "bad-name",
         "no-config",
     ],
@@ -650,6 +662,29 @@ def test_bad_arguments_exit_2_with_one_line_and_no_traceback(project, args):
     assert result.stderr.startswith("samocode: ") and result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
     assert snapshot(folder) == before
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"],
+        ["status", "--json"],
+        ["watch", "--timeout", "0.5"],
+        ["stop"],
+        ["approve"],
+        ["answer", "--accept-suggestions"],
+        ["unblock", "--note", "go"],
+        ["resume", "--goal", "more"],
+    ],
+    ids=lambda c: "-".join(c[:2]).replace("--", ""),
+)
+def test_a_session_that_does_not_exist_is_exit_9_not_the_config_error_code(project, command):
+    make(project, "w", {"Phase": "done"})  # another session exists; "nope" matches none
+    result = cmd(project, command[0], "nope", *command[1:])
+    assert result.returncode == 9, result.stdout + result.stderr
+    assert result.stderr == f"samocode: no session named 'nope' in {project.sessions}\n"
+    assert result.stdout == ""
+    assert sorted(p.name for p in project.sessions.iterdir()) == ["w"]  # nothing was created
 
 
 class FakeClock:

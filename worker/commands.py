@@ -21,7 +21,7 @@ from pathlib import Path
 from worker import history as hist
 from worker import overview, session, status
 from worker.config import Project, gather, load_project, load_settings
-from worker.errors import ConfigError, Refused
+from worker.errors import ConfigError, NoSession, Refused
 from worker.overview import Overview, OverviewError
 from worker.phases import PHASES, Phase
 from worker.session import Lease, SessionPaths
@@ -365,7 +365,7 @@ def _await_session(project: Project, name: str, limit: float) -> SessionPaths:
     while True:
         try:
             paths = session.find_existing(project.sessions, name)
-        except ConfigError:
+        except NoSession:
             if time.monotonic() >= end:
                 raise
         else:

@@ -16,6 +16,8 @@ class ExitCode(enum.IntEnum):
     LOCKED = 6  # another worker holds the session
     REFUSED = 7  # a parent command does not apply to the session's state; nothing changed
     LIMIT = 8  # --max-iterations reached; the session can simply be started again
+    NO_SESSION = 9  # no session by that name (status, watch, stop and the write commands)
+    NOT_STARTED = 10  # `start`: the worker neither took the session nor exited in time; it was stopped
     INTERRUPTED = 130  # Ctrl-C
     TERMINATED = 143  # SIGTERM
 
@@ -36,6 +38,18 @@ class ConfigError(SamocodeError):
 
 class SessionLocked(SamocodeError):
     exit_code = ExitCode.LOCKED
+
+
+class NoSession(SamocodeError):
+    """A command that needs an existing session was given a name that matches none."""
+
+    exit_code = ExitCode.NO_SESSION
+
+
+class NotStarted(SamocodeError):
+    """`start`: the detached worker did not get going; it has been stopped."""
+
+    exit_code = ExitCode.NOT_STARTED
 
 
 class Refused(SamocodeError):

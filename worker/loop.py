@@ -71,6 +71,11 @@ class Runtime:
     log: Callable[[str], None] = lambda _m: None
     now: Callable[[], dt.datetime] = dt.datetime.now
     stop_code: list[ExitCode] = field(default_factory=lambda: [ExitCode.INTERRUPTED])
+    # Called once the session passed its gate, just before the first child; `start` waits for it.
+    ready: Callable[[], None] = lambda: None
+    # Called with how the run ended (an Outcome, or the exception that ends it) while the lease is
+    # still held, so the run-end record of a later worker is never overwritten by this one.
+    ended: Callable[[Outcome | None, BaseException | None], None] = lambda _o, _e: None
 
 
 def run_session(
@@ -86,22 +91,32 @@ def run_session(
     try:
         lease.acquire()
     except OSError as exc:
-        return Outcome(
+        unlockable = Outcome(
             ExitCode.BLOCKED, f"blocked: cannot lock {paths.lease.name}: {exc.strerror}", paths.dir
         )
+        rt.ended(unlockable, None)  # nobody holds the lease: no other run's record to keep
+        return unlockable
+    outcome: Outcome | None = None
+    failure: BaseException | None = None
     try:
         workspace = Workspace(paths, project, rt.settings.branch_prefix, rt.now)
         workspace.open(options.task, options.dive)
-        return _Loop(workspace, options, rt).run()
+        outcome = _Loop(workspace, options, rt).run()
     except JournalError as exc:
         # No child runs any more; a half-begun iteration needs no recovery, it simply runs again.
         journal.clear_marker(paths)
-        return Outcome(ExitCode.BLOCKED, f"blocked: {exc.reason}", paths.dir)
-    except SamocodeError:  # e.g. a missing agent file: no child runs any more
-        journal.clear_marker(paths)
+        outcome = Outcome(ExitCode.BLOCKED, f"blocked: {exc.reason}", paths.dir)
+    except BaseException as exc:
+        if isinstance(exc, SamocodeError):  # e.g. a missing agent file: no child runs any more
+            journal.clear_marker(paths)
+        failure = exc
         raise
     finally:
-        lease.release()
+        try:
+            rt.ended(outcome, failure)
+        finally:
+            lease.release()
+    return outcome
 
 
 @dataclass
@@ -171,6 +186,7 @@ class _Loop:
                 return Outcome(
                     ExitCode.LIMIT, f"stopped after {self.iterations_run} iterations (--max-iterations)"
                 )
+            self.rt.ready()
             outcome = self._iteration(state)
             if outcome is not None:
                 return outcome

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.errors import ConfigError, SessionLocked
+from worker.errors import ConfigError, NoSession, SessionLocked
 
 _DATED = re.compile(r"^\d{2}-\d{2}-\d{2}-(?P<name>.+)$")
 _BAD_NAME = re.compile(r"[/\\*?\[\]{}\s]|\.\.|^\.|^-")
@@ -55,6 +55,16 @@ class SessionPaths:
         return self.dir / ".samocode.lease"
 
     @property
+    def worker_out(self) -> Path:
+        """The console output of a worker started with `start` (appended run after run)."""
+        return self.dir / "_worker.out"
+
+    @property
+    def worker_record(self) -> Path:
+        """How the last worker run ended (`worker.runrecord`)."""
+        return self.dir / "_worker.json"
+
+    @property
     def in_flight(self) -> Path:
         """Marker of an iteration under way; found at start-up, it means the last worker died."""
         return self.dir / ".samocode.iteration.json"
@@ -97,7 +107,7 @@ def find_existing(sessions: Path, name: str) -> SessionPaths:
     """For commands that only make sense on an existing session."""
     paths, exists = resolve(sessions, name, dt.date.today())
     if not exists:
-        raise ConfigError(f"no session named '{name}' in {sessions}")
+        raise NoSession(f"no session named '{name}' in {sessions}")
     return paths
 
 
@@ -144,6 +154,13 @@ class Lease:
 
 def holder(paths: SessionPaths) -> int | None:
     """The pid of the worker running on the session, or None."""
+    held = lease_holder(paths)
+    return None if held is None else held[0]
+
+
+def lease_holder(paths: SessionPaths) -> tuple[int, str] | None:
+    """(pid, what) of whoever holds the lease now ("worker", or a command such as "approve"),
+    or None; the pid is -1 when the lease file does not name one."""
 
     try:
         fd = os.open(paths.lease, os.O_RDONLY)
@@ -154,7 +171,8 @@ def holder(paths: SessionPaths) -> int | None:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
             text = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
-            return int(text[0]) if text and text[0].isdigit() else -1
+            pid = int(text[0]) if text and text[0].isdigit() else -1
+            return pid, text[2] if len(text) > 2 else ""
         fcntl.flock(fd, fcntl.LOCK_UN)
         return None
     finally:

@@ -7,6 +7,7 @@ nothing heavier than the overview parser is imported, so the parent can ask for 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import re
@@ -16,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from worker import gitops, overview
+from worker import gitops, overview, runrecord
 from worker import history as hist
 from worker.config import Settings
 from worker.overview import OverviewError
@@ -25,11 +26,23 @@ from worker.signals import InvalidSignal, read_signal
 from worker.streamview import last_limits, last_stream_problem, limits_text
 
 MAX_BYTES = 1000  # the parent reads the report every minute; keep it well under 1 KiB
+_COMPACT = (",", ":")  # JSON without the spaces: some 80 bytes of the budget for the content
 POLL = 1.0  # seconds between watch's looks at the overview and the lease
 START_GRACE = 10.0  # how long watch waits for a worker (or a new session's folder) to appear
 _WORKING_DIR = re.compile(r"^Working Dir:[ \t]*(?P<dir>.+?)[ \t]*$", re.MULTILINE)
 _NONE = ("", "-")
 _BULLET = re.compile(r"^[-*+][ \t]+")
+
+
+@dataclass(frozen=True)
+class LastRun:
+    """How the last worker run ended (`_worker.json`), for a parent that looks after the fact."""
+
+    code: int
+    outcome: str
+    message: str
+    at: str  # when it ended, ISO-8601 with offset
+    why: str  # the short reason shown in the Worker line (not in the JSON)
 
 
 @dataclass(frozen=True)
@@ -52,6 +65,7 @@ class Report:
     commits: tuple[str, ...]
     plan: str | None
     qa: str | None
+    last_run: LastRun | None = None
     limits: dict[str, Any] | None = None  # the last reported rate-limit windows
     stream_problem: str | None = None  # what the newest attempt's stream lacked
 
@@ -98,6 +112,28 @@ def waiting_for(ov: overview.Overview | None, history: list[dict], paths: Sessio
     return signal.waiting_for.value if signal.waiting_for else None
 
 
+def newest_summary(session_dir: Path) -> str | None:
+    found = [p for p in session_dir.glob("*-summary*.md") if p.is_file()]
+    return str(max(found, key=lambda p: (p.stat().st_mtime_ns, p.name))) if found else None
+
+
+def last_run(paths: SessionPaths, waiting: str | None) -> LastRun | None:
+    """The run-end record with the reason for the Worker line: for 0 the summary's path, for 3
+    what it waited for, for 130/143 "stopped", otherwise the run's own message."""
+    record = runrecord.read(paths.worker_record)
+    if record is None:
+        return None
+    why = record.message or record.outcome
+    if record.code == 0:
+        why = newest_summary(paths.dir) or "done"
+    elif record.code == 3:
+        said = re.match(r"waiting for ([a-z_]+)", record.message)
+        why = f"waiting for {said.group(1) if said else waiting}" if said or waiting else why
+    elif record.code in (130, 143):
+        why = "stopped"
+    return LastRun(record.code, record.outcome, record.message, record.ended_at, why)
+
+
 def _spend(history: list[dict]) -> tuple[float | None, int | None, int | None]:
     """Sums over every record, as the worker counts them (each attempt's cost once)."""
     sums: list[float | None] = [None, None, None]
@@ -139,6 +175,7 @@ def build(paths: SessionPaths, rails: dict[str, Any], workdir_fallback: Path | N
         history = hist.read(paths.history)
     except OSError:  # a directory there, say: the report shows what it can
         history = []
+    waiting = waiting_for(ov, history, paths)
     spend, tokens_in, tokens_out = _spend(history)
     workdir = _working_dir(text, ov.status.start if ov else min(len(text), 8192), workdir_fallback)
     flow: list[str] = []
@@ -155,7 +192,7 @@ def build(paths: SessionPaths, rails: dict[str, Any], workdir_fallback: Path | N
         iteration=_number(get("iteration")),
         total_iterations=_number(get("total iterations")),
         blocked=get("blocked") or ("unknown" if ov is None else "no"),
-        waiting_for=waiting_for(ov, history, paths),
+        waiting_for=waiting,
         last_action=get("last action") or (f"_overview.md unusable: {problem}" if problem else "-"),
         next=get("next") or "-",
         worker_pid=holder(paths),
@@ -167,6 +204,7 @@ def build(paths: SessionPaths, rails: dict[str, Any], workdir_fallback: Path | N
         commits=tuple(gitops.recent_commits(workdir, 3)) if workdir else (),
         plan=newest_plan(paths.dir),
         qa=str(paths.qa) if paths.qa.is_file() else None,
+        last_run=last_run(paths, waiting),
         limits=last_limits(history),
         stream_problem=last_stream_problem(history),
     )
@@ -255,8 +293,13 @@ def _clipped(report: Report, width: int) -> Report:
         flow=tuple(_clip(line, short) for line in report.flow),
         commits=tuple(_clip(line, short) for line in report.commits),
         rails={k: _clip(v, width) if isinstance(v, str) else v for k, v in report.rails.items()},
+        last_run=_clip_run(report.last_run, width),
         stream_problem=_clip(report.stream_problem, width) if report.stream_problem else None,
     )
+
+
+def _clip_run(run: LastRun | None, width: int) -> LastRun | None:
+    return run and replace(run, message=_clip(run.message, width), why=_clip(run.why, width))
 
 
 def _rails_text(rails: dict[str, Any]) -> str:
@@ -281,9 +324,19 @@ def _count(value: int | None) -> str:
     return "?" if value is None else str(value)
 
 
+def _ended_at(at: str) -> str:
+    try:
+        return dt.datetime.fromisoformat(at).strftime("%m-%d %H:%M")
+    except ValueError:
+        return at[:16]
+
+
 def _text(r: Report) -> str:
     if r.worker_pid is None:
         worker = "not running"
+        if r.last_run is not None:
+            run = r.last_run
+            worker += f" · last run exited {run.code} ({run.why}) at {_ended_at(run.at)}"
     else:
         worker = f"running (pid {r.worker_pid})" if r.worker_pid > 0 else "running (pid unknown)"
     lines = [
@@ -308,7 +361,9 @@ def _text(r: Report) -> str:
 def _json(r: Report) -> str:
     data = asdict(r)
     data["flow"], data["commits"] = list(r.flow), list(r.commits)
-    return json.dumps(data, ensure_ascii=False)
+    if r.last_run is not None:
+        data["last_run"] = {k: data["last_run"][k] for k in ("code", "outcome", "message", "at")}
+    return json.dumps(data, ensure_ascii=False, separators=_COMPACT)
 
 
 def _fit(report: Report, render, budget: int) -> str:
@@ -338,6 +393,6 @@ def render_json(report: Report, budget: int = MAX_BYTES, extra: dict[str, Any] |
         return _fit(report, _json, budget)
 
     def with_extra(r: Report) -> str:
-        return json.dumps({**extra, **json.loads(_json(r))}, ensure_ascii=False)
+        return json.dumps({**extra, **json.loads(_json(r))}, ensure_ascii=False, separators=_COMPACT)
 
     return _fit(report, with_extra, budget)
