@@ -334,9 +334,8 @@ def _ended_at(at: str) -> str:
 def _text(r: Report) -> str:
     if r.worker_pid is None:
         worker = "not running"
-        if r.last_run is not None:
-            run = r.last_run
-            worker += f" · last run exited {run.code} ({run.why}) at {_ended_at(run.at)}"
+        if (run := r.last_run) is not None:
+            worker = f"not running · last run exited {run.code} ({run.why}) at {_ended_at(run.at)}"
     else:
         worker = f"running (pid {r.worker_pid})" if r.worker_pid > 0 else "running (pid unknown)"
     lines = [
