@@ -2,10 +2,16 @@
 """samocode performance benchmark (not a test): run with `.venv/bin/python bench/bench.py`.
 
 Measures, with a fake provider that prints a chosen volume of stream-json and signals at once:
-orchestration overhead per iteration (the gap between one child's end and the next child's start),
-the same with a 10,000-line Flow Log, worker peak RSS at 0/50/200 MB of child output per iteration,
-log throughput against the child printing alone, how late a printed line reaches the log, start-up to
-first child spawn, and the size of `status` output and of the prompt.
+
+- side by side with the upstream worker (`--upstream`, by default its MIT-licensed snapshot in
+  ../shared/anchors/ beside the repository, extracted into a temporary folder and run only to be
+  measured), on an empty session and on one with a 10,000-line Flow Log: the overhead per iteration
+  amortized over a whole run (start-up and shut-down included), p50 and p90 of the gap between one
+  child's end and the next one's start, start-up to the first child, shut-down after the last;
+- `samocode status` latency on both sessions;
+- worker peak RSS at 0/50/200 MB of child output per iteration, log throughput against the child
+  printing alone, how late a printed line reaches the log, start-up to the first child spawn, and
+  the size of `status` output and of the prompt.
 """
 
 from __future__ import annotations
@@ -14,9 +20,11 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -24,9 +32,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 SOURCE = REPO / "bench" / "fake_fast.c"
 FAKE = Path(tempfile.gettempdir()) / "samocode-bench-fake"
+# The upstream worker (MIT), for measuring side by side only; found beside the repository by default.
+ANCHOR = REPO.parent / "shared" / "anchors" / "samocode-db1f044.tar.gz"
 sys.path.insert(0, str(REPO))
 
 from worker import overview  # noqa: E402
+
+ITERATIONS = 30  # children per run
+REPEATS = 3  # runs per worker and session size
+FLOW_LINES = 10_000
+# About 140 bytes, as the Flow Log lines of a real session: 10,000 of them make a 1.4 MB overview.
+FLOW_LINE = (
+    "- [{i:03d} @ 01-01 00:00] step {i}: implemented the next plan item, tests pass, committed "
+    "-> notes-{i}.md\n"
+)
 
 
 # Default settings throughout (the stall breaker on); MAIN_REPO is not a git repository, so no
@@ -36,7 +55,9 @@ class Bench:
         self.root = root
         self.repo = root / "repo"  # not a git repository: no worktree work in the measurement
         self.repo.mkdir()
+        (root / "wt").mkdir()
         self.sessions = root / "sessions"
+        self.sessions.mkdir()
         self.config = root / ".samocode"
         self.config.write_text(f"MAIN_REPO={self.repo}\nWORKTREES={root / 'wt'}\nSESSIONS={self.sessions}\n")
         self.stamps = root / "stamps.txt"
@@ -52,6 +73,8 @@ class Bench:
 
     def session(self, name: str, flow_lines: int = 0) -> Path:
         folder = self.sessions / name
+        if folder.exists():
+            shutil.rmtree(folder)
         folder.mkdir(parents=True)
         text = overview.render_new(
             name, "2026-01-01 00:00", str(self.repo), "bench", "", "[000 @ 01-01 00:00] start"
@@ -59,30 +82,37 @@ class Bench:
         ov = overview.parse(text)
         text = overview.set_fields(ov, {"Phase": "implementation"})
         if flow_lines:
-            extra = "".join(f"- [{i:03d} @ 01-01 00:00] step {i} -> notes.md\n" for i in range(flow_lines))
+            extra = "".join(FLOW_LINE.format(i=i) for i in range(1, flow_lines))
             text = text.replace("- [000 @ 01-01 00:00] start\n", "- [000 @ 01-01 00:00] start\n" + extra)
         (folder / "_overview.md").write_text(text)
         return folder
 
-    def run(self, name: str, iterations: int, env: dict | None = None, poll_rss: bool = False):
+    def run(
+        self,
+        name: str,
+        iterations: int,
+        env: dict | None = None,
+        poll_rss: bool = False,
+        main: Path = REPO / "main.py",
+        expect: int = 8,
+    ):
+        """One worker run; `expect` 8 stops samocode with --max-iterations, anything else makes the
+        last child signal blocked (BENCH_STOP), which ends both workers."""
         self.stamps.unlink(missing_ok=True)
-        cmd = [
-            sys.executable,
-            str(REPO / "main.py"),
-            "--config",
-            str(self.config),
-            "--session",
-            name,
-            "--max-iterations",
-            str(iterations),
-        ]
+        cmd = [sys.executable, str(main), "--config", str(self.config), "--session", name]
+        extra = {"BENCH_SESSION": str(self.sessions / name)}
+        if expect == 8:
+            cmd += ["--max-iterations", str(iterations)]
+        else:
+            extra["BENCH_STOP"] = str(iterations)
         started = time.time()
         proc = subprocess.Popen(
             cmd,
-            env={**self.env, **(env or {})},
+            env={**self.env, **extra, **(env or {})},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
+            cwd=main.parent,
         )
         peak = 0
         while poll_rss and proc.poll() is None:
@@ -94,10 +124,94 @@ class Bench:
                 pass
             time.sleep(0.02)
         _, err = proc.communicate(timeout=600)
-        if proc.returncode != 8:
-            raise SystemExit(f"worker exited {proc.returncode}: {err.decode()[-2000:]}")
+        ended = time.time()
+        if proc.returncode != expect:
+            raise SystemExit(f"{main} exited {proc.returncode}, not {expect}: {err.decode()[-2000:]}")
         runs = [tuple(map(float, ln.split())) for ln in self.stamps.read_text().splitlines()]
-        return started, runs, peak / 1024
+        if len(runs) != iterations:
+            raise SystemExit(f"{main}: {len(runs)} children, not {iterations}")
+        return started, runs, peak / 1024, ended
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def side(b: Bench, main: Path, expect: int, flow_lines: int) -> dict[str, float]:
+    """Overhead figures of one worker on one session size: REPEATS runs of ITERATIONS children, each
+    on a fresh copy of the session. Amortized: the run's wall time minus its children's, per child."""
+    amortized, startups, shutdowns, gaps = [], [], [], []
+    for _ in range(REPEATS):
+        b.session("cmp", flow_lines)
+        started, runs, _, ended = b.run("cmp", ITERATIONS, main=main, expect=expect)
+        children = sum(end - start for start, end, *_ in runs)
+        amortized.append((ended - started - children) / ITERATIONS)
+        startups.append(runs[0][0] - started)
+        shutdowns.append(ended - runs[-1][1])
+        gaps += [runs[i + 1][0] - runs[i][1] for i in range(len(runs) - 1)]
+    ms = 1000
+    return {
+        "amortized_ms": round(statistics.median(amortized) * ms, 2),
+        "gap_p50_ms": round(percentile(gaps, 0.5) * ms, 2),
+        "gap_p90_ms": round(percentile(gaps, 0.9) * ms, 2),
+        "startup_ms": round(statistics.median(startups) * ms, 1),
+        "shutdown_ms": round(statistics.median(shutdowns) * ms, 1),
+    }
+
+
+def status_latency(b: Bench, name: str, runs: int = 7) -> float:
+    """Wall time of one `samocode status` process, median of `runs`."""
+    times = []
+    for _ in range(runs):
+        cmd = [sys.executable, str(REPO / "main.py"), "status", "--config", str(b.config), "--session", name]
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, env=b.env, capture_output=True)
+        times.append(time.perf_counter() - t0)
+        if done.returncode != 0:
+            raise SystemExit(f"status exited {done.returncode}: {done.stderr.decode()[-500:]}")
+    return round(statistics.median(times) * 1000, 1)
+
+
+def upstream_copy(source: Path, into: Path) -> Path:
+    """The upstream worker extracted into a temporary folder (it writes logs/ beside its main.py)."""
+    if source.is_dir():
+        shutil.copytree(source, into / "upstream")
+        return into / "upstream" / "main.py"
+    with tarfile.open(source) as tar:
+        tar.extractall(into / "upstream", filter="data")
+    found = sorted((into / "upstream").glob("*/main.py")) or sorted((into / "upstream").glob("main.py"))
+    if not found:
+        raise SystemExit(f"{source}: no main.py inside")
+    return found[0]
+
+
+def compare(b: Bench, upstream: Path | None) -> dict[str, object]:
+    """samocode and the upstream worker side by side, in the same run, on the same sessions."""
+    table: dict[str, object] = {}
+    for label, lines in (("empty", 0), ("flow_10k", FLOW_LINES)):
+        ours = side(b, REPO / "main.py", 4, lines)
+        theirs = side(b, upstream, 0, lines) if upstream else None
+        table[label] = {
+            key: {
+                "samocode": value,
+                "upstream": theirs[key] if theirs else None,
+                "ratio": round(value / theirs[key], 2) if theirs and theirs[key] else None,
+            }
+            for key, value in ours.items()
+        }
+    for key in table["empty"]:
+        base = table["empty"][key]["samocode"]
+        big = table["flow_10k"][key]["samocode"]
+        table["flow_10k"][key]["vs_empty"] = round(big / base, 2) if base else None
+    b.session("status-empty")
+    b.session("status-10k", FLOW_LINES)
+    table["status_ms"] = {
+        "empty": status_latency(b, "status-empty"),
+        "flow_10k": status_latency(b, "status-10k"),
+    }
+    table["overview_bytes_10k"] = (b.sessions / "status-10k" / "_overview.md").stat().st_size
+    return table
 
 
 def overhead_git(root: Path, n: int = 50) -> float:
@@ -124,14 +238,7 @@ def overhead_git(root: Path, n: int = 50) -> float:
         capture_output=True,
     )
     assert folder.exists()
-    _, runs, _ = b.run("git", n + 1)
-    gaps = [runs[i + 1][0] - runs[i][1] for i in range(len(runs) - 1)]
-    return statistics.median(gaps) * 1000
-
-
-def overhead(b: Bench, name: str, flow_lines: int, n: int = 50) -> float:
-    b.session(name, flow_lines)
-    _, runs, _ = b.run(name, n + 1)
+    _, runs, _, _ = b.run("git", n + 1)
     gaps = [runs[i + 1][0] - runs[i][1] for i in range(len(runs) - 1)]
     return statistics.median(gaps) * 1000
 
@@ -190,17 +297,31 @@ def build_fake() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller volumes, for a smoke run")
+    parser.add_argument(
+        "--upstream",
+        type=Path,
+        default=ANCHOR,
+        help="the upstream worker to compare with: its tarball or an extracted folder "
+        "(default: ../shared/anchors/ beside the repository)",
+    )
+    parser.add_argument("--only-compare", action="store_true", help="the side-by-side figures only")
     args = parser.parse_args()
     big = 20 if args.quick else 200
     build_fake()
     results: dict[str, object] = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"{platform.system()} {platform.release()}",
+        "runs": f"{REPEATS} runs x {ITERATIONS} children per worker and session size",
     }
     with tempfile.TemporaryDirectory() as tmp:
         b = Bench(Path(tmp))
-        results["overhead_ms_median"] = round(overhead(b, "plain", 0), 2)
-        results["overhead_ms_median_10k_flow_log"] = round(overhead(b, "flow10k", 10_000), 2)
+        upstream = upstream_copy(args.upstream, Path(tmp)) if args.upstream.exists() else None
+        if upstream is None:
+            print(f"no upstream worker at {args.upstream}: samocode figures only", file=sys.stderr)
+        results["compare"] = compare(b, upstream)
+        if args.only_compare:
+            print(json.dumps(results, indent=2))
+            return
         (Path(tmp) / "g").mkdir()
         results["overhead_ms_median_git_repo"] = round(overhead_git(Path(tmp) / "g"), 2)
 
@@ -208,7 +329,7 @@ def main() -> None:
         for mb in (0, 50 if not args.quick else 5, big):
             name = f"rss{mb}"
             b.session(name)
-            _, runs, peak = b.run(name, 2, env={"BENCH_MB": str(mb)}, poll_rss=True)
+            _, runs, peak, _ = b.run(name, 2, env={"BENCH_MB": str(mb)}, poll_rss=True)
             rss[f"{mb}MB"] = round(peak, 1)
         results["peak_rss_mib"] = rss
 
@@ -259,7 +380,7 @@ def main() -> None:
         b.session("startup")
         starts = []
         for _ in range(7):
-            started, runs, _ = b.run("startup", 1)
+            started, runs, _, _ = b.run("startup", 1)
             starts.append(runs[0][0] - started)
         results["startup_to_first_spawn_ms_median"] = round(statistics.median(starts) * 1000, 1)
 
@@ -271,7 +392,7 @@ def main() -> None:
                 "--config",
                 str(b.config),
                 "--session",
-                "plain",
+                "status-empty",
             ],
             env=b.env,
             capture_output=True,
@@ -279,7 +400,7 @@ def main() -> None:
         results["status_bytes"] = (
             len(status.stdout) if status.returncode == 0 else f"status failed: {status.returncode}"
         )
-        prompts = sorted((b.sessions / "plain" / "_logs").glob("*.prompt.md"))
+        prompts = sorted((b.sessions / "startup" / "_logs").glob("*.prompt.md"))
         results["prompt_bytes"] = prompts[-1].stat().st_size if prompts else None
     print(json.dumps(results, indent=2))
 

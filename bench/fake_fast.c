@@ -1,7 +1,9 @@
 /* Benchmark child: stamps its start, reads the prompt, prints BENCH_MB of stream-json, signals at
  * once (continue -> implementation), stamps its end. A C program so that its own start-up (well
  * under a millisecond) does not hide the worker's overhead. BENCH_LATENCY=S prints a timestamped
- * probe line and then stays quiet for S seconds. */
+ * probe line and then stays quiet for S seconds. The session folder is BENCH_SESSION, else the
+ * prompt's "- Session Dir:" line. With BENCH_STOP=N the Nth child (counted in BENCH_STAMPS) signals
+ * blocked instead, which ends samocode (exit 4) and the upstream worker (exit 0) alike. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +23,13 @@ int main(void) {
     prompt[len] = 0;
     char session[4096] = ""; char *p = strstr(prompt, "\n- Session Dir: ");
     if (p) { p += 16; size_t i = 0; while (p[i] && p[i] != '\n' && i < sizeof session - 1) { session[i] = p[i]; i++; } session[i] = 0; }
+    if (getenv("BENCH_SESSION")) snprintf(session, sizeof session, "%s", getenv("BENCH_SESSION"));
+    int done_before = 0;
+    if (getenv("BENCH_STOP")) {
+        FILE *s = fopen(getenv("BENCH_STAMPS"), "r"); int c;
+        if (s) { while ((c = fgetc(s)) != EOF) done_before += c == '\n'; fclose(s); }
+    }
+    int last = getenv("BENCH_STOP") && done_before + 1 >= atoi(getenv("BENCH_STOP"));
     double mb = getenv("BENCH_MB") ? atof(getenv("BENCH_MB")) : 0;
     static char line[1100]; memcpy(line, "{\"type\":\"assistant\",\"message\":{\"content\":[{\"type\":\"text\",\"text\":\"", 62);
     memset(line + 62, 'x', 1000); memcpy(line + 1062, "\"}]}}\n", 6); size_t ll = 1068;
@@ -37,7 +46,9 @@ int main(void) {
     fprintf(f, "- iteration at %.6f\n", start); fclose(f);
     snprintf(path, sizeof path, "%s/_signal.json", session);
     f = fopen(path, "w"); if (!f) return 4;
-    fputs("{\"status\": \"continue\", \"phase\": \"implementation\", \"summary\": \"bench\"}", f); fclose(f);
+    fputs(last ? "{\"status\": \"blocked\", \"reason\": \"bench over\", \"needs\": \"human_decision\"}"
+               : "{\"status\": \"continue\", \"phase\": \"implementation\", \"summary\": \"bench\"}", f);
+    fclose(f);
     const char *result = "{\"type\":\"result\",\"subtype\":\"success\",\"is_error\":false,\"num_turns\":1,"
                          "\"total_cost_usd\":0.001,\"usage\":{\"input_tokens\":10,\"output_tokens\":5}}\n";
     write_all(1, result, strlen(result));

@@ -13,6 +13,14 @@ iteration's last journaled change (fields are set, Flow Log lines appended only 
 replay of a change that did land is a no-op), or, when the iteration never reached a decision,
 records it as interrupted so it runs again. A `_signal.json` left by the dead run is kept in that
 record as evidence and removed, never acted upon.
+
+The parent commands (approve, answer, unblock, resume) write through `commit` too, so a command's
+record survives a torn line and its Flow Log line is appended once.
+
+The journal guards against a dead process (`kill -9` at any point), as the marker does, not against
+a dead machine: the writes land in the page cache, which outlives the process, and are not fsynced.
+An fsync per write cost more than everything else the worker does in an iteration, and the cost of
+the overview's grew with the Flow Log.
 """
 
 from __future__ import annotations
@@ -65,7 +73,7 @@ def stamp(now: dt.datetime) -> str:
 
 
 def append(path: Path, record: Mapping[str, object]) -> None:
-    """One history line, durable, safe after a torn last line (`history.append`)."""
+    """One history line, safe after a torn last line (`history.append`)."""
     try:
         history.append(path, record)
     except OSError as exc:
@@ -103,7 +111,7 @@ def apply_change(path: Path, fields: Mapping[str, str | None], flow: Sequence[st
             new = overview.set_fields(overview.parse(text), fields) if fields else text
             new = overview.append_missing(new, flow)
             if new != text:
-                overview.write_atomic(path, new)
+                overview.write_atomic(path, new, sync=False)
     except OSError as exc:  # the lock file or the temp file cannot be made
         raise OverviewError(f"cannot write _overview.md: {exc.strerror}") from None
 

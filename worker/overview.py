@@ -52,10 +52,14 @@ _FIELD = re.compile(
     r"^[ \t]*(?:[-*+][ \t]+)?(\*\*)?(?P<key>[A-Za-z][A-Za-z ]{0,40}?)(?:\*\*)?:(?:\*\*)?[ \t]*"
 )
 _FLOW_ENTRY = re.compile(r"^[ \t]*[-*+][ \t]+\[")
-# A line that may start a block the Flow Log's end depends on, with `\r` read as the parser reads it
-# (a space): an ATX heading, a fence, raw HTML, a setext underline, or indented code. Every other
-# line is paragraph text, a blank line or a thematic break, which cannot hide a heading after it.
-_BLOCK_LINE = re.compile(r"\n(?:[ \r]{0,3}(?:#|`{3}|~{3}|<|[=-]+[ \t\r]*(?=\n|\Z)|\t)|[ \r]{4})")
+# The lines the Flow Log's end depends on: an ATX heading, a fence, raw HTML, a setext underline. Every
+# other line is paragraph text, a blank line, indented code or a thematic break, none of which can
+# hide a heading after it. The first four start with a rare character, found by a fast `find` each;
+# an underline is found by its last character ('=' by `find`, '-' by one pass of _DASH_END).
+# `\r` counts as a space, as the parser sees it.
+_STARTS = "#`~<"
+_DASH_END = re.compile(r"-[ \t\r]*(?=\n|\Z)")
+_UNDERLINE = re.compile(r"[ \r]{0,3}[=-]+[ \t\r]*\n?")
 
 
 class OverviewError(Exception):
@@ -205,9 +209,15 @@ def flow_section(text: str) -> Section | None:
     head, _ = _find(text, FLOW_LOG, closed=False)
     if head is None:
         return None
-    pos = head.body_start - 1  # the newline before the body: the pattern starts at a newline
-    while pos >= 0 and (match := _BLOCK_LINE.search(text, pos)) is not None:
-        start = match.start() + 1
+    found = {mark: -1 for mark in (*_STARTS, "=", "-")}  # the next candidate line of each kind
+    pos = head.body_start
+    while True:
+        for mark, at in found.items():
+            if at < pos:
+                found[mark] = _next_line_with(text, mark, pos)
+        start = min((at for at in found.values() if at >= 0), default=-1)
+        if start < 0:
+            return replace(head, end=len(text))
         newline = text.find("\n", start)
         line_end = len(text) if newline < 0 else newline + 1
         level = _atx_level(text[start:line_end])
@@ -215,8 +225,35 @@ def flow_section(text: str) -> Section | None:
             return _parsed_section(text, head)
         if level <= head.level:
             return replace(head, end=start)
-        pos = line_end - 1
-    return replace(head, end=len(text))
+        pos = line_end
+
+
+def _next_line_with(text: str, mark: str, pos: int) -> int:
+    """The start of the first line at or after `pos` (a line start) that may be a block of the
+    `mark` kind (see _STARTS), or -1."""
+    while True:
+        if mark == "-":
+            match = _DASH_END.search(text, pos)
+            at = match.start() if match else -1
+        else:
+            at = text.find(mark, pos)
+        if at < 0:
+            return -1
+        start = text.rfind("\n", 0, at) + 1
+        newline = text.find("\n", at)
+        line_end = len(text) if newline < 0 else newline + 1
+        if mark in "=-":
+            if _UNDERLINE.fullmatch(text, start, line_end):
+                return start
+        elif (
+            len(lead := text[start:at]) <= 3
+            and not lead.strip(" \r")
+            and (mark in "#<" or text.startswith(mark * 3, at))
+        ):
+            return start
+        if newline < 0:
+            return -1
+        pos = line_end
 
 
 def _atx_level(line: str) -> int | None:
@@ -387,24 +424,27 @@ def read_text(path: Path) -> str:
         raise OverviewError(f"_overview.md is not valid UTF-8 (byte {exc.start})") from None
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace the file in one step: a crash leaves the old or the new text, never half of one."""
+def write_atomic(path: Path, text: str, sync: bool = True) -> None:
+    """Replace the file in one step: a dead process leaves the old or the new text, never half of
+    one. With `sync` (not the journal's per-iteration writes) it survives a dead machine too."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     data = text.encode("utf-8")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         view = memoryview(data)
         while view:
             view = view[os.write(fd, view) :]
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    if sync:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 @contextlib.contextmanager
