@@ -448,3 +448,60 @@ def test_a_run_stopped_by_sigterm_records_143_and_status_and_watch_show_it(proje
     assert (
         json.loads(run(project, "watch", "s", "--timeout", "0.5", "--json").stdout)["last_run"]["code"] == 143
     )
+
+
+@pytest.mark.parametrize("kind", ["fifo", "symlink", "directory"])
+def test_start_refuses_a_worker_out_that_is_not_a_plain_file_without_hanging(project, started, kind):
+    folder = make(project, "s", {"Phase": "quality"})
+    out = folder / "_worker.out"
+    elsewhere = project.root / "elsewhere.txt"
+    if kind == "fifo":
+        os.mkfifo(out)
+    elif kind == "symlink":
+        out.symlink_to(elsewhere)
+    else:
+        out.mkdir()
+    result = run(project, "start", "s", timeout=20)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stderr.startswith(f"samocode: cannot write {out}: ") and result.stderr.count("\n") == 1
+    assert project.records() == [] and not elsewhere.exists() and not (folder / "_worker.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "shown"),
+    [
+        ("not json", "Worker: not running\n"),
+        ('{"pid": 1}', "Worker: not running\n"),
+        (None, "Worker: not running\n"),  # a directory
+        ("huge", "Worker: not running · last run exited 4 (blocked (human_decision): "),
+    ],
+    ids=["junk", "missing-keys", "directory", "huge-message"],
+)
+def test_status_survives_any_worker_json_and_stays_under_1kb(project, content, shown):
+    folder = make(project, "s", {"Phase": "implementation"})
+    target = folder / "_worker.json"
+    if content is None:
+        target.mkdir()
+    elif content == "huge":
+        message = "blocked (human_decision): " + "why " * 2000
+        stamp = "2026-11-29T14:02:00+00:00"
+        target.write_text(
+            json.dumps({"pid": 5, "code": 4, "outcome": "blocked", "message": message,
+                        "started_at": stamp, "ended_at": stamp})
+        )  # fmt: skip
+    else:
+        target.write_text(content)
+    text_out = run(project, "status", "s")
+    json_out = run(project, "status", "s", "--json")
+    assert text_out.returncode == json_out.returncode == 0, text_out.stderr + json_out.stderr
+    assert len(text_out.stdout.encode()) < 1024 and len(json_out.stdout.encode()) < 1024
+    assert shown in text_out.stdout
+    last = json.loads(json_out.stdout)["last_run"]
+    if content == "huge":
+        assert last["code"] == 4 and last["at"] == "2026-11-29T14:02:00+00:00"
+        assert last["message"].startswith("blocked (human_decision): why why") and last["message"].endswith(
+            "..."
+        )
+        assert re.search(r"at 11-29 \d\d:02\n", text_out.stdout)
+    else:
+        assert last is None

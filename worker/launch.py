@@ -14,9 +14,11 @@ process really holds this session's lease.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -70,7 +72,7 @@ def start(
         raise ConfigError(f"session path {paths.dir} is not a directory")
     try:
         paths.dir.mkdir(parents=True, exist_ok=True)
-        out = open(paths.worker_out, "ab")  # noqa: SIM115 (closed right after the spawn)
+        out = _open_output(paths.worker_out)
     except OSError as exc:
         raise ConfigError(f"cannot write {paths.worker_out}: {exc.strerror}") from None
     offset = out.tell()
@@ -118,6 +120,17 @@ def start(
             f"(its output: {paths.worker_out})"
         )
     return EndedAtOnce(code, last_line(paths.worker_out, offset) or f"samocode: the worker exited {code}")
+
+
+def _open_output(path: Path):
+    """`_worker.out` for appending: a regular file only (a FIFO would block, a symlink could point
+    anywhere), so a hostile folder gives an error instead of a hang or a write elsewhere."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK | os.O_NOFOLLOW, 0o644)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(errno.EINVAL, "not a regular file")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "ab")
 
 
 def readiness(fd: int | None) -> Callable[[], None]:

@@ -49,12 +49,16 @@ def make(pid: int, code: int, message: str, started_at: str, ended_at: str | Non
 def write(path: Path, record: RunEnd) -> None:
     """Atomic: a reader sees the old record or the new one, never half of one. Raises OSError."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    data = (json.dumps(asdict(record), ensure_ascii=False) + "\n").encode("utf-8")
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(asdict(record), f, ensure_ascii=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()  # left by a killed run with our pid; O_EXCL below never follows a planted link
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
