@@ -8,7 +8,7 @@
 #
 #   ./install.sh              install or update
 #   ./install.sh --no-venv    links only
-#   ./install.sh --venv-only  the virtual environment only (for the Claude Code plugin route)
+#   ./install.sh --venv-only  the virtual environment only
 #   ./install.sh --uninstall  remove the links that point into this checkout (the .venv stays)
 if [ -z "${BASH_VERSION:-}" ]; then exec bash "$0" "$@"; fi # started as `sh install.sh`
 set -euo pipefail
@@ -148,7 +148,7 @@ PY
         while IFS= read -r hit; do
             problems+=("samocode is already installed as a Claude Code plugin ($hit).")
         done <<<"$plugin_hits"
-        problems+=("Pick one route: keep the plugin (then run ./install.sh --venv-only for the worker's venv), or run 'claude plugin uninstall samocode' first and then ./install.sh.")
+        problems+=("Pick one route: keep the plugin (it sets up the worker's Python environment itself on first use), or run 'claude plugin uninstall samocode' first and then ./install.sh.")
     fi
     # The whole checkout linked as a skills-directory plugin is the plugin route too.
     if [ -d "$CLAUDE_DIR/skills" ]; then
@@ -257,6 +257,7 @@ samocode is installed. Each project needs a .samocode file in its root, for exam
   SESSIONS=~/code/my-app-sessions
 
 Then, in Claude Code inside that project, say "run samocode on <session>" or type /samocode-implement.
+Your settings (Telegram token and chat id, rails) go in ${XDG_CONFIG_HOME:-~/.config}/samocode/env.
 Undo with: $ROOT/install.sh --uninstall
 EOF
 fi

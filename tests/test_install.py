@@ -458,3 +458,41 @@ def test_venv_step_installs_the_worker_and_is_skipped_the_second_time(scratch: S
     assert f"  unchanged  {venv.resolve()}" in second.stdout
     assert changed(before, snapshot(scratch.root)) == set()
     assert not (scratch.home / ".cache").exists(), "pip wrote a cache outside the checkout"
+
+
+# --- the plugin route: the launcher of a plugin copy ------------------------------------------------
+
+
+def test_launcher_of_a_plugin_copy_runs_the_venv_in_the_plugin_data_folder(scratch: Scratch) -> None:
+    """The CLI's cache copy of the plugin, with a venv made earlier for the same dependencies: the
+    launcher finds the data folder from where it lives (no CLAUDE_PLUGIN_DATA) and runs that venv."""
+    from worker import bootstrap
+
+    copy = scratch.claude / "plugins" / "cache" / "mkt" / "samocode" / "0.2.0"
+    shutil.copytree(scratch.checkout, copy, symlinks=True)
+    venv = scratch.claude / "plugins" / "data" / "samocode-mkt" / "venv"
+    marker = scratch.root / "ran-with"
+    venv_python = venv / "bin" / "python"
+    venv_python.parent.mkdir(parents=True)
+    venv_python.write_text(f'#!/bin/sh\necho "$0" > "{marker}"\nexec "{sys.executable}" "$@"\n')
+    venv_python.chmod(0o755)
+    found = subprocess.run(
+        ["python3", "-I", "-c", "import sys; print(*sys.version_info[:2])"],
+        env=scratch.env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if found.returncode != 0:
+        pytest.skip("no python3 on PATH for the launcher's bootstrap")
+    version = tuple(int(x) for x in found.stdout.split())
+    (venv / bootstrap.STAMP).write_text(bootstrap.stamp_of(bootstrap.requirements(copy), version))
+    before = snapshot(scratch.checkout)
+
+    done = _launch(scratch, copy / LAUNCHER, "--help")
+
+    assert done.returncode == 0, done.stderr
+    assert "usage: samocode" in done.stdout
+    assert marker.read_text().strip() == str(venv_python)
+    assert done.stderr == "", "a ready environment must not print a progress line"
+    assert changed(before, snapshot(scratch.checkout)) == set()
