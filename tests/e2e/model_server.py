@@ -119,9 +119,14 @@ class Conversation:
 
     def user_texts(self) -> list[str]:
         """Every text block of the user messages, in order (tool results left out)."""
+        return self.texts("user")
+
+    def texts(self, role: str) -> list[str]:
+        """Every text block of the messages of one role. Claude Code also sends `system` messages
+        inside `messages` (the skill and agent listings)."""
         out = []
         for message in self.messages:
-            if message.get("role") != "user":
+            if message.get("role") != role:
                 continue
             content = message.get("content")
             if isinstance(content, str):
@@ -161,10 +166,6 @@ class Conversation:
                         )
                     )
         return calls
-
-    def raw(self) -> str:
-        """The whole request as JSON text (to look for names the CLI lists, e.g. skills)."""
-        return json.dumps(self.body)
 
 
 ConverseFor = Callable[[Conversation], "Shell | Tool | Reply | Fail | None"]

@@ -92,8 +92,11 @@ def skill_text(conv: Conversation) -> str | None:
 
 
 def skill_name(conv: Conversation) -> str:
-    """The name the CLI lists the skill under: `samocode:samocode-run` when installed as a plugin."""
-    return "samocode:samocode-run" if "samocode:samocode-run" in conv.raw() else "samocode-run"
+    """The name the CLI lists the skill under (`samocode:samocode-run` when installed as a plugin),
+    from its listing "The following skills are available ...: - <name>: <description>"."""
+    listing = "\n".join(conv.texts("system") + conv.user_texts())
+    found = re.search(r"^- ((?:samocode:)?samocode-run): ", listing, re.M)
+    return found.group(1) if found else "samocode-run"
 
 
 def read_skill(text: str) -> Protocol:
