@@ -84,13 +84,14 @@ def _waiting_for_usage(result, history: list[dict], reset_in: float | None) -> N
 
 
 # --- Claude Code ------------------------------------------------------------------------------------
-def test_claude_success_records_cost_and_tokens(tmp_path, claude_bin):
+def test_claude_success_records_cost_tokens_and_the_cli_version(tmp_path, claude_bin, cli_set):
     result, history, _, _ = _run_claude(tmp_path, claude_bin, _stop_here)
     assert result.returncode == 4, _output(result)
     (decision,) = [h for h in history if h.get("decision")]
     assert decision["cost_usd"] and decision["cost_usd"] > 0, decision
     assert decision["tokens_in"] and decision["tokens_out"], decision
     assert not decision.get("stream_problem"), decision
+    assert decision.get("cli") == f"claude {cli_set.claude}", decision  # from system/init
 
 
 def test_claude_subscription_limit_resetting_soon_is_waited_out_then_resumed(tmp_path, claude_bin):
