@@ -25,12 +25,10 @@ from pathlib import Path
 import pytest
 
 from .env import claude_env
-from .model_server import Conversation, ModelServer, Shell, ToolCall, parse_session_context
-from .parent import GIVE_UP, ScriptedParent, is_child
+from .model_server import Conversation, ModelServer, Reply, Shell, Tool, ToolCall, parse_session_context
+from .parent import GIVE_UP, SKILL_MARK, ScriptedParent, is_child, next_action
 from .test_plugin_bundle import BUNDLE_DIRS, BUNDLE_FILES, install_sh, marketplace_install
 from .test_worker_real_cli import GIT_ID, _project, phase_script
-
-pytestmark = pytest.mark.e2e
 
 REPO = Path(__file__).resolve().parents[2]
 TASK = "Add feature.txt"
@@ -228,6 +226,7 @@ ROUTES = {
 }
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("how", ["symlinks", "marketplace"])
 @pytest.mark.parametrize("route", list(ROUTES))
 def test_parent_follows_the_skill_through_both_gates_to_done(
@@ -272,6 +271,7 @@ def test_parent_follows_the_skill_through_both_gates_to_done(
     assert wait_for_no_worker(config) == []
 
 
+@pytest.mark.e2e
 def test_implement_command_approves_the_waiting_plan_and_runs_to_done(
     claude_bin: Path, checkout: Path, project, tmp_path: Path
 ) -> None:
@@ -299,6 +299,7 @@ def test_implement_command_approves_the_waiting_plan_and_runs_to_done(
     assert wait_for_no_worker(config) == []
 
 
+@pytest.mark.e2e
 def test_worker_outlives_a_parent_that_ends_its_turn(
     claude_bin: Path, checkout: Path, project, tmp_path: Path
 ) -> None:
@@ -332,3 +333,77 @@ def test_worker_outlives_a_parent_that_ends_its_turn(
     assert dt.datetime.fromisoformat(record["ended_at"]) >= parent_gone.replace(microsecond=0)
     assert "_waiting_" in (session / "_qa.md").read_text()
     assert wait_for_no_worker(config) == []
+
+
+# --- the scripted parent itself, without a CLI (fast) ------------------------------------------------------
+
+SKILL_DIR = "/x/skills/samocode-run"
+LAUNCHER = f'"{SKILL_DIR}/scripts/samocode"'
+
+
+def delivered_skill(text: str | None = None) -> str:
+    """The skill as the CLI delivers it: the base-directory line, the body, the variables replaced."""
+    body = (text or (REPO / "skills" / "samocode-run" / "SKILL.md").read_text()).split("---", 2)[2]
+    return f"{SKILL_MARK} {SKILL_DIR}\n\n" + body.replace("${CLAUDE_SKILL_DIR}", SKILL_DIR).replace(
+        "$ARGUMENTS", "demo"
+    )
+
+
+def conversation(request: str, skill: str, *results: tuple[str, str, bool]) -> Conversation:
+    """A request after the Skill tool ran: (command, output, failed) per Bash call so far."""
+    messages: list[dict] = [
+        {"role": "user", "content": [{"type": "text", "text": request}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "s", "name": "Skill", "input": {}}]},
+        {
+            "role": "user",
+            "content": [
+                {"type": "tool_result", "tool_use_id": "s", "content": "Launching skill: samocode-run"},
+                {"type": "text", "text": skill},
+            ],
+        },
+    ]
+    calls = [("realpath .samocode", "/p/.samocode", False), *results]
+    for n, (command, output, failed) in enumerate(calls):
+        use = {"type": "tool_use", "id": f"b{n}", "name": "Bash", "input": {"command": command}}
+        result = {"type": "tool_result", "tool_use_id": f"b{n}", "content": output, "is_error": failed}
+        messages += [{"role": "assistant", "content": [use]}, {"role": "user", "content": [result]}]
+    return Conversation({"messages": messages})
+
+
+REQUEST = f'run samocode on demo with task "{TASK}", auto-approve'
+WATCH = f"{LAUNCHER} watch --config /p/.samocode --session demo --timeout 540"
+
+
+def test_parent_runs_the_command_lines_of_the_delivered_skill() -> None:
+    action = next_action(conversation(REQUEST, delivered_skill()))
+    assert isinstance(action, Tool) and action.name == "Bash"
+    assert action.input["command"] == f"{LAUNCHER} status --config /p/.samocode --session demo"
+    assert action.input["timeout"] == 600000
+    status = (action.input["command"], "Exit code 9\nsamocode: no session named 'demo' in /p/s", True)
+    start = next_action(conversation(REQUEST, delivered_skill(), status))
+    assert isinstance(start, Tool)
+    assert start.input["command"] == f'{LAUNCHER} start --config /p/.samocode --session demo --task "{TASK}"'
+
+
+def test_parent_watches_while_the_worker_runs_even_at_phase_done() -> None:
+    report = "Phase: done (Iteration 1 / Total 8)\nBlocked: no   Waiting for: -\nWorker: running (pid 42)"
+    action = next_action(conversation(REQUEST, delivered_skill(), (WATCH, report, False)))
+    assert isinstance(action, Tool) and action.input["command"] == WATCH
+    ended = report.replace(
+        "running (pid 42)", "not running · last run exited 0 (/s/x-summary.md) at 11-29 14:02"
+    )
+    action = next_action(conversation(REQUEST, delivered_skill(), (WATCH, ended, False)))
+    assert isinstance(action, Tool) and " status --config" in action.input["command"]
+
+
+def test_parent_gives_up_on_a_skill_that_lost_its_protocol() -> None:
+    """A skill without the stop rule, or without a command line, cannot be followed: the e2e tests fail."""
+    text = (REPO / "skills" / "samocode-run" / "SKILL.md").read_text()
+    for old, new in (
+        ("Stop watching only when the report says", "Stop when the phase is done or the report says"),
+        ('scripts/samocode" watch --config', 'scripts/samocode" status --config'),
+        ("timeout: 600000", "a long timeout"),
+    ):
+        assert old in text
+        action = next_action(conversation(REQUEST, delivered_skill(text.replace(old, new))))
+        assert isinstance(action, Reply) and "skill unusable" in action.text, (old, action)
