@@ -24,9 +24,9 @@ EXITED_0 = RunResult(Ending.EXITED, 0, 1.0, 100, b"", 0)
 COMPACT = (",", ":")
 
 
-def feed(*events: dict, run: RunResult = EXITED_1, stderr: str = "", separators=COMPACT, probe=None):
+def feed(*events: dict, run: RunResult = EXITED_1, stderr: str = "", separators=COMPACT):
     """Each event as one line, through the process layer's marker prefilter, then the parser."""
-    stream = ClaudeStream(version_probe=probe)
+    stream = ClaudeStream()
     for event in events:
         line = json.dumps(event, separators=separators, ensure_ascii=False).encode()
         if any(m in line for m in stream.markers):
@@ -274,17 +274,9 @@ def test_no_result_event_is_a_failure_flagged_as_a_stream_problem_with_the_versi
     assert record.message == record.stream_problem
 
 
-def test_without_an_init_line_the_version_is_asked_of_the_cli_only_then():
-    asked = []
-
-    def probe() -> str:
-        asked.append(1)
-        return "9.9.9"
-
-    assert feed(result(is_error=False, total_cost_usd=0.1), run=EXITED_0, probe=probe).stream_problem == ""
-    assert asked == []
-    assert feed(run=EXITED_0, probe=probe).stream_problem.endswith("CLI version 9.9.9")
-    assert feed(run=EXITED_0).stream_problem.endswith("CLI version unknown")
+def test_without_an_init_line_the_version_is_unknown_and_the_cli_never_asked():
+    record = feed(run=EXITED_0)
+    assert record.stream_problem.endswith("CLI version unknown") and record.cli == ""
 
 
 def test_a_result_without_a_cost_is_flagged_and_not_a_success():
@@ -491,3 +483,22 @@ def test_a_stream_without_its_result_is_flagged_on_the_console_in_history_and_in
         )["stream_problem"]
         == problem
     )
+
+
+@pytest.mark.parametrize("version", ["2.1.197", "2.1.332"])
+def test_not_logged_in_stops_after_one_attempt_naming_the_fix(project, version):
+    text = "Not logged in · Please run /login"
+    project.scenario(
+        by_phase={
+            "investigation": {
+                "exit": 1,
+                "result": {"is_error": True, "api_error_status": None, "result": text, "total_cost_usd": 0},
+            }
+        }
+    )
+    done = project.worker("nologin", env={"FAKE_CLAUDE_VERSION": version})
+    assert done.returncode == 5, done.stderr
+    assert len(project.records()) == 1  # no retry
+    last = done.stderr.strip().splitlines()[-1]
+    assert "failed (auth)" in last and text in last and "not retried" in last, last
+    assert "run `claude` and /login, or set ANTHROPIC_API_KEY" in last

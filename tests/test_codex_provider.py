@@ -273,7 +273,7 @@ def test_key_order_and_spacing_never_change_what_codex_reports(name, seed, separ
     assert facts(stream.finish(run, "")) == facts(parse_lines(lines, run))
 
 
-def test_the_version_is_asked_once_and_a_stream_problem_names_it():
+def test_the_version_is_asked_only_for_a_stream_problem_and_named_in_it():
     calls = []
 
     def probe():
@@ -286,11 +286,12 @@ def test_the_version_is_asked_once_and_a_stream_problem_names_it():
     record = stream.finish(exited(0), "")
     assert record.cli == "codex 0.171.0" and calls == [1]
     assert record.failure is Failure.NO_RESULT
-    assert (
-        record.stream_problem
-        == "the CLI's result event (turn.completed) was not understood — CLI version 0.171.0"
-    )
-    assert parse_lines(SUCCESS, exited(0)).stream_problem == ""
+    problem = "the CLI's result event (turn.completed) was not understood — CLI version 0.171.0"
+    assert record.stream_problem == problem
+    fine = CodexStream(version_probe=probe)
+    for line in SUCCESS:
+        fine.feed(line.encode())
+    assert fine.finish(exited(0), "").stream_problem == "" and calls == [1]  # not asked: nothing to say
 
 
 def test_spaced_json_is_understood_too():
@@ -488,11 +489,20 @@ def test_one_iteration_records_tokens_estimated_cost_and_the_raw_stream(codex):
     assert (entry["tokens_in"], entry["tokens_cached"], entry["tokens_out"]) == (10000, 2000, 300)
     assert entry["cost_usd"] == pytest.approx((10000 * 1.25 + 2000 * 0.125 + 300 * 10) / 1e6)
     assert entry["cost_estimated"] is True
-    assert entry["cli"] == "codex 0.169.0"  # asked of `codex --version`: the stream never says
     logs = sorted((session / "_logs").glob("*.jsonl"))
     events = [json.loads(line)["type"] for line in logs[0].read_text().splitlines()]
     assert events[0] == "thread.started" and events[-1] == "turn.completed"
     assert "item.completed" in events
+
+
+def test_a_codex_stream_without_turn_completed_names_the_version_in_history(codex):
+    codex.scenario(by_phase={"investigation": {**BLOCK, "result": None}})
+    result = codex.worker("c0", "--provider", "codex")
+    assert result.returncode == 4, result.stderr
+    (entry,) = [h for h in history(codex.session_dir("c0")) if h.get("decision")]
+    problem = "the CLI's result event (turn.completed) was not understood — CLI version 0.169.0"
+    assert entry["stream_problem"] == problem and entry["cli"] == "codex 0.169.0"
+    assert f"stream: {problem}" in result.stdout
 
 
 def test_prompt_goes_on_stdin_with_the_agent_inlined_and_argv_as_specified(codex):

@@ -6,13 +6,17 @@ prompt, and turns the child's stdout stream into the same record for every CLI.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import functools
 import json
 import os
 import re
+import selectors
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,19 +186,38 @@ _VERSION = re.compile(rb"\b(\d+\.\d+\.\d+)\b")
 def cli_version(path: str, timeout: float = 5.0) -> str:
     """`<path> --version`'s version number ('' when it cannot be had), asked once per worker run.
 
-    Only for what the stream does not say itself: Codex never names its version, and a Claude Code
-    stream that was not understood may not have either."""
+    Only for what the stream does not say itself (Codex never names its version). The answer is
+    read up to 4 KB and the process group is killed afterwards, whatever the executable does."""
     try:
-        out = subprocess.run(
+        proc = subprocess.Popen(
             [path, "--version"],
             stdin=subprocess.DEVNULL,
-            capture_output=True,
-            timeout=timeout,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             env=child_env(os.environ),
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+            start_new_session=True,
+        )
+    except OSError:
         return ""
-    found = _VERSION.search(out or b"")
+    assert proc.stdout is not None
+    out = b""
+    deadline = time.monotonic() + timeout
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            while len(out) < 4096 and b"\n" not in out and (left := deadline - time.monotonic()) > 0:
+                if not sel.select(left):
+                    break
+                chunk = os.read(proc.stdout.fileno(), 4096)
+                if not chunk:
+                    break
+                out += chunk
+    finally:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stdout.close()
+    found = _VERSION.search(out)
     return found.group(1).decode() if found else ""
 
 

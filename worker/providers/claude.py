@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from worker.prompt import compose
-from worker.providers import IterationRequest, Prepared, child_env, cli_version, find_executable
+from worker.providers import IterationRequest, Prepared, child_env, find_executable
 from worker.providers.claude_stream import ClaudeStream
 
 if TYPE_CHECKING:
@@ -61,5 +61,4 @@ class ClaudeProvider:
         )
 
     def parser(self) -> ClaudeStream:
-        path = self.path
-        return ClaudeStream(version_probe=lambda: cli_version(path))
+        return ClaudeStream()

@@ -13,7 +13,6 @@ api_error_params.rate_limit_info to the synthetic line, and unifiedWindows to ra
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from worker.clock import reset_time
@@ -91,7 +90,7 @@ class ClaudeStream:
 
     markers = MARKERS
 
-    def __init__(self, version_probe: Callable[[], str] | None = None) -> None:
+    def __init__(self) -> None:
         self.result: dict | None = None
         self.synthetic: dict | None = None  # the last API-error assistant line
         self.version = ""  # claude_code_version from system/init
@@ -99,7 +98,6 @@ class ClaudeStream:
         self.rejected = False
         self.resets_at: float | None = None  # the latest reset of a rejected window
         self.last_retry_error = ""
-        self._probe = version_probe
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -243,8 +241,9 @@ class ClaudeStream:
         return self.resets_at or reset_time(text)
 
     def _problem(self, what: str) -> str:
-        version = self.version or (self._probe() if self._probe else "")
-        return f"{what} — CLI version {version or 'unknown'}"
+        # Only the init line says (every release so far has one); asking `claude --version` here
+        # could run anything CLAUDE_PATH names with an argument it does not know.
+        return f"{what} — CLI version {self.version or 'unknown'}"
 
     def _usage(self) -> dict:
         result = self.result or {}

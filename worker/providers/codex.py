@@ -167,20 +167,21 @@ class CodexStream:
         usage = self._usage()
         if (stopped := ending_failure(run)) is not None:
             return IterationRecord(failure=stopped, message=f"child {run.ending.value}", **usage)
-        version = self._probe() if self._probe else ""
-        cli = {"cli": f"codex {version}" if version else ""}
         if self.failed is not None:
-            return _error_record(self.failed, usage, cli)
+            return _error_record(self.failed, usage)
         if self.usage is None:
             refusal = next((r for r in _REFUSALS if r in stderr_tail), "")
             if refusal:
                 return IterationRecord(
-                    failure=Failure.REFUSED, message=_first_line_with(stderr_tail, refusal), **cli
+                    failure=Failure.REFUSED, message=_first_line_with(stderr_tail, refusal)
                 )
             if self.last_error:  # an error event, then the stream ended without turn.failed
-                return _error_record(self.last_error, {}, cli)
+                return _error_record(self.last_error, {})
             if run.exit_code == 0 or run.stdout_bytes:
-                # It printed, yet nothing said how the turn ended: never a bare retry.
+                # It printed, yet nothing said how the turn ended: never a bare retry. Codex never
+                # names its version in the stream: asked only now, once per worker run.
+                version = self._probe() if self._probe else ""
+                cli = {"cli": f"codex {version}"} if version else {}
                 what = "the CLI's result event (turn.completed) was not understood"
                 problem = f"{what} — CLI version {version or 'unknown'}"
                 failure = Failure.NO_RESULT if run.exit_code == 0 else Failure.EXIT
@@ -192,7 +193,6 @@ class CodexStream:
             return IterationRecord(
                 failure=Failure.EXIT,
                 message=f"exit {run.exit_code}: {last_line(stderr_tail, _NOISE)}".strip(),
-                **cli,
             )
         if run.exit_code not in (0, None):
             why = last_line(stderr_tail, _NOISE)
@@ -200,9 +200,8 @@ class CodexStream:
                 failure=Failure.EXIT,
                 message=f"exit {run.exit_code} after turn.completed: {why}".strip(),
                 **usage,
-                **cli,
             )
-        return IterationRecord(message=truncate(self.message), **usage, **cli)
+        return IterationRecord(message=truncate(self.message), **usage)
 
     def _usage(self) -> dict:
         usage = self.usage or {}
@@ -224,7 +223,7 @@ class CodexStream:
         }
 
 
-def _error_record(message: str, usage: dict, cli: dict) -> IterationRecord:
+def _error_record(message: str, usage: dict) -> IterationRecord:
     """The record of a run that Codex ended with an error message (turn.failed or a last `error`)."""
     failure, status = classify(message)
     return IterationRecord(
@@ -233,7 +232,6 @@ def _error_record(message: str, usage: dict, cli: dict) -> IterationRecord:
         resets_at=reset_time(message) if failure is Failure.USAGE_LIMIT else None,
         api_status=status,
         **usage,
-        **cli,
     )
 
 
