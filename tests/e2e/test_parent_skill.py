@@ -183,7 +183,7 @@ def samocode_pids(marker: str) -> list[int]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if marker in cmdline and "main.py" in cmdline:
+        if marker in cmdline and ("main.py" in cmdline or " -m worker" in cmdline):
             pids.append(int(entry.name))
     return pids
 
@@ -314,9 +314,12 @@ def test_worker_outlives_a_parent_that_ends_its_turn(
         prompt = f'start samocode on demo with task "{TASK}", then leave it running'
         code, result, output = run_parent(claude_bin, prompt, env, repo)
         parent_gone = dt.datetime.now().astimezone()
+        alive = samocode_pids(str(config))
         calls = parent_calls(server)
         assert code == 0 and "running on its own" in result, output
         assert [subcommand(c) for c in calls if subcommand(c)] == ["status", "start"]
+        started = next(c for c in calls if subcommand(c) == "start").result or ""
+        assert alive and f"started worker pid {alive[0]} " in started, (alive, started)
         deadline = time.monotonic() + OUTLIVE_TIMEOUT
         report = ""
         while time.monotonic() < deadline:
