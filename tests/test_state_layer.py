@@ -55,6 +55,14 @@ def assert_same(text: str) -> None:
     assert append_missing(text, [entry, "[778 @ x] two"]) == full_append(text, two, full)
     assert flow_entries(text, 3) == full_entries(text, 3, full)
     assert flow_entries(text, 1) == full_entries(text, 1, full)
+    # The journal's edit: fields and lines from one parse of the text's head.
+    try:
+        ov = overview.parse(text)
+    except overview.OverviewError:
+        return
+    fields = {"Iteration": "12", "Total Cost": "$1.25", "Waiting For": None}
+    edited = overview.set_fields(ov, fields)
+    assert overview.edit(ov, fields, [entry]) == full_append(edited, entry, full_section(edited))
 
 
 # -- property: any Flow Log content ------------------------------------------------------------------

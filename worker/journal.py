@@ -108,8 +108,7 @@ def apply_change(path: Path, fields: Mapping[str, str | None], flow: Sequence[st
     try:
         with overview.locked(path.parent):
             text = read_overview(path)
-            new = overview.set_fields(overview.parse(text), fields) if fields else text
-            new = overview.append_missing(new, flow)
+            new = overview.edit(overview.parse(text), fields, flow)
             if new != text:
                 overview.write_atomic(path, new, sync=False)
     except OSError as exc:  # the lock file or the temp file cannot be made

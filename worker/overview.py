@@ -93,6 +93,7 @@ class Overview:
     text: str
     status: Section
     fields: Mapping[str, Field]  # lower-case key -> first Field in the Status section
+    flow: Section | None = None  # the Flow Log's heading, when the parsed prefix held it
 
     def get(self, key: str, default: str = "") -> str:
         field = self.fields.get(key.lower())
@@ -178,35 +179,38 @@ def sections(text: str, tokens: list[dict] | None = None) -> list[Section]:
     return found
 
 
-def _find(text: str, name: str, closed: bool = True) -> tuple[Section | None, list[dict]]:
-    """The first section titled `name`, parsing only as much of the text as it takes.
+def _find(text: str, name: str, closed: bool = True) -> tuple[Section | None, list[dict], Section | None]:
+    """The first section titled `name`, parsing only as much of the text as it takes; the tokens
+    parsed; and the Flow Log's heading when that prefix holds it too (its `end` not final).
 
     With `closed` False only the heading is needed: the section's `end` is then not final."""
     size = 4096  # the Status section is near the top; the regex scan costs per byte parsed
     while True:
         cut = len(text) if size >= len(text) else text.rfind("\n", 0, size) + 1 or len(text)
         tokens = _tokens(text[:cut])
-        for index, section in enumerate(found := sections(text[:cut], tokens)):
+        found = sections(text[:cut], tokens)
+        # A heading is final when its setext underline, if any, would be inside the prefix.
+        heads = [s for s in found if cut == len(text) or s.body_start < cut - 512]
+        flow = next((s for s in heads if s.title == FLOW_LOG), None)
+        for index, section in enumerate(found):
             if section.title != name:
                 continue
-            if cut == len(text):
-                return section, tokens
-            if not closed:
-                if section.body_start < cut - 512:  # a setext underline would be inside the prefix
-                    return section, tokens
-                continue
+            if cut == len(text) or (not closed and section in heads):
+                return section, tokens, flow
             # A section is final once a later heading closes it well inside the parsed prefix.
             ends = section.end < cut and any(s.start == section.end for s in found[index + 1 :])
-            if ends and section.end < cut - 512:
-                return section, tokens
+            if closed and ends and section.end < cut - 512:
+                return section, tokens, flow
         if cut == len(text):
-            return None, tokens
+            return None, tokens, flow
         size *= 4
 
 
-def flow_section(text: str) -> Section | None:
-    """The Flow Log section, found without parsing its lines (see the module's docstring)."""
-    head, _ = _find(text, FLOW_LOG, closed=False)
+def flow_section(text: str, head: Section | None = None) -> Section | None:
+    """The Flow Log section, found without parsing its lines (see the module's docstring);
+    `head`, its heading when the caller already parsed it."""
+    if head is None:
+        head, _, _ = _find(text, FLOW_LOG, closed=False)
     if head is None:
         return None
     found = {mark: -1 for mark in (*_STARTS, "=", "-")}  # the next candidate line of each kind
@@ -275,7 +279,7 @@ def _parsed_section(text: str, head: Section) -> Section:
 
 def parse(text: str) -> Overview:
     """The overview's Status section and fields."""
-    status, tokens = _find(text, STATUS)
+    status, tokens, flow = _find(text, STATUS)
     if status is None:
         raise OverviewError("_overview.md has no '## Status' section")
     fields: dict[str, Field] = {}
@@ -304,7 +308,7 @@ def parse(text: str) -> Overview:
         raise OverviewError("the Status section of _overview.md has no 'Phase:' line")
     if phase_lines > 1:
         raise OverviewError("the Status section of _overview.md has more than one 'Phase:' line")
-    return Overview(text, status, fields)
+    return Overview(text, status, fields, flow)
 
 
 def newline_of(text: str) -> str:
@@ -349,11 +353,29 @@ def append_flow(text: str, entry: str) -> str:
     return append_missing(text, [entry], always=True)
 
 
-def append_missing(text: str, entries: Sequence[str], always: bool = False) -> str:
+def edit(ov: Overview, fields: Mapping[str, str | None], flow: Sequence[str]) -> str:
+    """The overview's text with Status fields set and the Flow Log lines it lacks appended, from
+    the one parse that `ov` is: the Flow Log's heading found there moves by what the Status edits
+    added before it."""
+    new = set_fields(ov, fields) if fields else ov.text
+    head = ov.flow
+    if head is not None and head.start >= ov.status.end:
+        delta = len(new) - len(ov.text)
+        head = replace(head, start=head.start + delta, body_start=head.body_start + delta)
+    else:
+        head = None
+    return append_missing(new, flow, head=head)
+
+
+def append_missing(
+    text: str, entries: Sequence[str], always: bool = False, head: Section | None = None
+) -> str:
     """The text with the Flow Log lines the section does not hold yet appended after its last
     entry (all of them with `always`), in one edit: a replayed change appends nothing twice."""
+    if not entries:
+        return text
     nl = newline_of(text)
-    section = flow_section(text)
+    section = flow_section(text, head)
     if section is not None and not always:
         entries = [e for e in entries if text.find(e, section.body_start, section.end) < 0]
     if not entries:
@@ -370,9 +392,10 @@ def append_missing(text: str, entries: Sequence[str], always: bool = False) -> s
     return text[:at] + nl + lines + text[at:]
 
 
-def flow_entries(text: str, limit: int = 3) -> list[str]:
-    """The section's last `limit` entries, read from its tail (a few KB), not from its start."""
-    section = flow_section(text)
+def flow_entries(text: str, limit: int = 3, head: Section | None = None) -> list[str]:
+    """The section's last `limit` entries, read from its tail (a few KB), not from its start;
+    `head` as for `flow_section`."""
+    section = flow_section(text, head)
     if section is None:
         return []
     size = 2048

@@ -181,7 +181,7 @@ def build(paths: SessionPaths, rails: dict[str, Any], workdir_fallback: Path | N
     flow: list[str] = []
     if text:
         try:
-            flow = [_BULLET.sub("", line) for line in overview.flow_entries(text, 3)]
+            flow = [_BULLET.sub("", line) for line in overview.flow_entries(text, 3, ov.flow if ov else None)]
         except OverviewError:
             flow = []
     get = ov.get if ov is not None else (lambda _key, default="": default)
