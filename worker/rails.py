@@ -150,15 +150,22 @@ def tree_state(work: Path) -> TreeState | None:
     return TreeState(digest.hexdigest(), head, dirty)
 
 
+def _hash_line(data: bytes, start: int) -> int:
+    """The start of the next line beginning with '#', at or after `start`; -1 when none."""
+    at = data.find(b"#", start)
+    while at > 0 and data[at - 1] != 0x0A:
+        at = data.find(b"#", at + 1)
+    return at
+
+
 def _overview_content(data: bytes) -> bytes:
     """The overview minus its Status and Flow Log sections (the worker and every iteration touch those).
 
-    Heading lines are found with bytes.find, not a regex over the whole text: with a long Flow Log this
-    runs every iteration."""
+    Heading lines are found with a one-byte find (memchr), not a regex nor a two-byte search over the
+    whole text: with a long Flow Log this runs every iteration."""
     keep, pos, skipping = [], 0, False
-    at = 0 if data.startswith(b"#") else data.find(b"\n#")
-    while at >= 0:
-        line_start = at if at == 0 and data.startswith(b"#") else at + 1
+    line_start = _hash_line(data, 0)
+    while line_start >= 0:
         line_end = data.find(b"\n", line_start)
         line = data[line_start : line_end if line_end >= 0 else len(data)].decode("utf-8", "replace")
         match = _HEADING.match(line.rstrip("\r"))
@@ -167,7 +174,7 @@ def _overview_content(data: bytes) -> bytes:
                 keep.append(data[pos:line_start])
             skipping = match.group("title").strip("*# ").lower() in _CHURN
             pos = line_start
-        at = data.find(b"\n#", line_start + 1)
+        line_start = _hash_line(data, line_start + 1)
     if not skipping:
         keep.append(data[pos:])
     return b"".join(keep)
