@@ -95,7 +95,9 @@ class Spend:
 # -- stall breaker -------------------------------------------------------------------------------
 
 # Session files the worker writes itself, or that say nothing about the agent's progress.
-_NOT_PROGRESS = frozenset({"_signal.json", "_signal_history.jsonl", "session.log", "_logs"})
+_NOT_PROGRESS = frozenset(
+    {"_signal.json", "_signal_history.jsonl", "session.log", "_logs", "_worker.json", "_worker.out"}
+)
 _HEADING = re.compile(r"^#{1,6}[ \t]+\**[ \t]*(?P<title>[^\n]*?)[ \t]*\**[ \t]*#*[ \t]*$")
 # Sections of the overview rewritten every iteration whatever happens: not progress by themselves.
 _CHURN = frozenset({"status", "flow log"})
