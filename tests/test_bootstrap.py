@@ -135,7 +135,10 @@ def test_first_use_builds_once_with_one_progress_line_then_reuses(tmp_path: Path
     assert python == tmp_path / "data" / "venv" / "bin" / "python"
     assert run.builds == 1
     pip = run.commands[1]
-    assert pip[:4] == [str(python), "-m", "pip", "install"] and pip[-2:] == REQS
+    # Built beside the final place and swapped in once complete.
+    assert pip[0] == str(tmp_path / "data" / "venv.partial" / "bin" / "python")
+    assert pip[1:4] == ["-m", "pip", "install"] and pip[-2:] == REQS
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["venv", "venv.lock"]
     assert "--no-cache-dir" in pip, "pip must leave no cache outside the data folder"
     assert len(lines) == 1 and "setting up the worker's Python environment" in lines[0]
     assert (tmp_path / "data" / "venv" / bootstrap.STAMP).read_text() == bootstrap.stamp_of(REQS)
@@ -166,6 +169,7 @@ def test_a_failed_pip_leaves_no_stamp_and_says_what_failed(tmp_path: Path) -> No
         bootstrap.ensure(tmp_path / "data", REQS, print, run=run)
     assert "ERROR: No matching distribution found for mistune" in str(failed.value)
     assert not (tmp_path / "data" / "venv" / bootstrap.STAMP).exists()
+    assert not (tmp_path / "data" / "venv.partial").exists()
     # The next use tries again instead of running a half-made venv.
     ok = FakeBuilder()
     bootstrap.ensure(tmp_path / "data", REQS, print, run=ok)

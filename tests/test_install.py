@@ -427,7 +427,7 @@ def test_venv_step_installs_the_worker_and_is_skipped_the_second_time(scratch: S
     if shutil.which("python3") is None:
         pytest.skip("install.sh needs python3 on PATH")
     venv = scratch.checkout / ".venv"
-    # The plugin route: links are refused, but --venv-only gives the plugin's launcher its venv.
+    # With the plugin installed, links are refused, but --venv-only still makes the checkout's venv.
     scratch.claude.mkdir()
     settings = scratch.claude / "settings.json"
     settings.write_text('{"enabledPlugins": {"samocode@samocode": true}}')

@@ -135,23 +135,39 @@ def _failure_line(done: subprocess.CompletedProcess) -> str:
     return errors[-1][:300] if errors else f"exit {done.returncode}"
 
 
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
 def build(venv: Path, reqs: Sequence[str], stamp: str, run: Runner = _run) -> None:
-    """A fresh venv with reqs; the stamp is written last, so a half-made venv is never used."""
-    if venv.exists() or venv.is_symlink():
-        shutil.rmtree(venv) if venv.is_dir() and not venv.is_symlink() else venv.unlink()
-    made = run([sys.executable, "-m", "venv", str(venv)])
+    """A fresh venv with reqs, made beside the old one and swapped in when complete (a worker running
+    from the old one keeps finding packages at the same path), so a half-made venv is never used."""
+    partial = venv.with_name(venv.name + ".partial")
+    _remove(partial)  # left by a build that was killed
+    made = run([sys.executable, "-m", "venv", str(partial)])
     if made.returncode != 0:
+        _remove(partial)
         raise SetupError(f"python3 -m venv failed: {_failure_line(made)}")
-    pip = [str(venv_python(venv)), "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
+    pip = [str(venv_python(partial)), "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
     # No cache: nothing of samocode's outside its data folder; short network timeouts: offline fails fast.
     pip += ["--no-cache-dir", "--timeout", "15", "--retries", "1", *reqs]
     try:
         installed = run(pip)
     except subprocess.TimeoutExpired:
-        raise SetupError(f"pip did not finish within {_PIP_TIMEOUT} s") from None
-    if installed.returncode != 0:
-        raise SetupError(f"pip could not install {', '.join(reqs)} ({_failure_line(installed)})")
-    (venv / STAMP).write_text(stamp)
+        installed = None
+    if installed is None or installed.returncode != 0:
+        _remove(partial)
+        why = f"did not finish within {_PIP_TIMEOUT} s" if installed is None else _failure_line(installed)
+        raise SetupError(f"pip could not install {', '.join(reqs)} ({why})")
+    (partial / STAMP).write_text(stamp)
+    old = venv.with_name(f"{venv.name}.old-{os.getpid()}")
+    if venv.exists() or venv.is_symlink():
+        venv.rename(old)
+    partial.rename(venv)  # a venv run by its bin/python does not mind having moved
+    _remove(old)
 
 
 def ensure(
