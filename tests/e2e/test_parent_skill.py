@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from worker import bootstrap
+
 from .env import claude_env
 from .model_server import Conversation, ModelServer, Reply, Shell, Tool, ToolCall, parse_session_context
 from .parent import GIVE_UP, SKILL_MARK, ScriptedParent, is_child, next_action
@@ -72,7 +74,21 @@ def install(how: str, claude: Path, checkout: Path, home: Path, cwd: Path) -> st
         assert done.returncode == 0, done.stderr
         return ""
     marketplace_install(claude, checkout, claude_env(home, 9), cwd)
+    ready_plugin_venv(checkout, home)
     return "samocode:"
+
+
+def ready_plugin_venv(checkout: Path, home: Path) -> None:
+    """The plugin's data-folder venv, as the launcher's first use would make it, but with no pip run:
+    its python is this test's (which has the worker's packages), stamped with the plugin's dependencies."""
+    data = bootstrap.plugin_data_dir(checkout, {"HOME": str(home)})
+    assert data is not None, "the CLI did not record the plugin where the launcher looks for it"
+    python = bootstrap.venv_python(data / "venv")
+    python.parent.mkdir(parents=True)
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    stamp = bootstrap.stamp_of(bootstrap.requirements(checkout))
+    (data / "venv" / bootstrap.STAMP).write_text(stamp)
 
 
 def parent_env(home: Path, port: int, claude: Path, tmp_path: Path) -> dict[str, str]:
@@ -269,6 +285,9 @@ def test_parent_follows_the_skill_through_both_gates_to_done(
     assert subs.count("start") == 3 and "approve" in subs and "answer" in subs, subs
     assert "stop" not in subs
     assert wait_for_no_worker(config) == []
+    if how == "marketplace":  # the launcher used the ready venv: no pip run rebuilt it
+        data = bootstrap.plugin_data_dir(checkout, {"HOME": str(home)})
+        assert data is not None and sys.executable in bootstrap.venv_python(data / "venv").read_text()
 
 
 @pytest.mark.e2e
