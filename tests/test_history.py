@@ -205,3 +205,25 @@ def test_an_install_error_mid_iteration_leaves_no_marker(project, tmp_path):
     events = [r.get("event") for r in history.read(folder / "_signal_history.jsonl")]
     assert "interrupted" not in events, events
     assert "the worker died" not in (folder / "_overview.md").read_text()
+
+
+def test_the_stall_breakers_digest_does_not_block_on_a_fifo_overview(tmp_path):
+    """A child may leave a FIFO at _overview.md: the digest taken right after it must not hang."""
+    import signal as sig
+
+    from worker import rails
+
+    (tmp_path / "notes.md").write_text("n\n")
+    os.mkfifo(tmp_path / "_overview.md")
+
+    def hung(*_):
+        raise RuntimeError("session_state blocked on the FIFO")
+
+    old = sig.signal(sig.SIGALRM, hung)
+    sig.alarm(5)
+    try:
+        digest, count = rails.session_state(tmp_path)
+    finally:
+        sig.alarm(0)
+        sig.signal(sig.SIGALRM, old)
+    assert count == 2 and len(digest) == 64

@@ -201,8 +201,11 @@ def session_state(folder: Path) -> tuple[str, int]:
                     stack.append(Path(entry.path))
                     continue
                 rel = os.path.relpath(entry.path, folder).encode("utf-8", "surrogateescape")
-                if current == folder and entry.name == "_overview.md":
-                    with open(entry.path, "rb") as handle:
+                overview = current == folder and entry.name == "_overview.md"
+                if overview and entry.is_file(follow_symlinks=False):
+                    # Never a blocking open: a FIFO put there (by a child, say) must not hang the worker.
+                    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW
+                    with open(os.open(entry.path, flags), "rb") as handle:
                         digest.update(rel + b"\0" + _overview_content(handle.read()))
                 else:
                     st = entry.stat(follow_symlinks=False)
