@@ -68,6 +68,11 @@ def _run_codex(tmp_path: Path, codex_bin: Path, script, **extra: str):
     return result, _history(sessions), requests
 
 
+def _overview(tmp_path: Path) -> str:
+    (session,) = (tmp_path / "sessions").iterdir()
+    return (session / "_overview.md").read_text()
+
+
 def _output(result) -> str:
     return result.stdout + result.stderr
 
@@ -101,6 +106,7 @@ def test_claude_subscription_limit_resetting_soon_is_waited_out_then_resumed(tmp
     result, history, elapsed, _ = _run_claude(tmp_path, claude_bin, script, login=Login.OAUTH)
     assert result.returncode == 4, _output(result)
     assert history[0]["event"] == "attempt_failed" and history[0]["failure"] == "usage_limit", history[0]
+    assert "Usage limit hit; waiting until" in _overview(tmp_path)
     assert [h["event"] for h in history[1:3]] == ["usage_wait", "usage_resumed"], history
     assert history[1]["source"] == "reported reset", history[1]
     assert history[-1]["decision"] == "blocked" and history[-1]["reason"] == "stop here"

@@ -1,8 +1,9 @@
 """The real worker driving the real Claude Code and Codex CLIs against the scripted loopback server.
 
 A session goes from start to the requirements gate, through the answers and the plan approval, to
-done; the costs and tokens the CLIs report land in the history and in `status`; a usage limit is
-waited out; a hung API is ended by the idle watchdog.
+done; the costs and tokens the CLIs report land in the history and in `status`; a hung API is ended
+by the idle watchdog. Every failure class (a usage limit waited out among them) is in
+test_failure_matrix.py.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from .env import Login, claude_env, codex_env
+from .env import claude_env, codex_env
 from .model_server import Fail, FailKind, ModelServer, Reply, Shell, parse_session_context
 
 pytestmark = pytest.mark.e2e
@@ -215,32 +216,6 @@ def test_codex_session_from_start_through_both_gates_to_done(tmp_path, codex_bin
     decisions = [h for h in _history(sessions) if h.get("decision")]
     assert all(h["tokens_in"] and h["tokens_out"] for h in decisions), decisions
     assert all(h["cost_usd"] > 0 and h["cost_estimated"] for h in decisions)
-
-
-def test_claude_usage_limit_is_waited_out_then_resumed(tmp_path, claude_bin):
-    _, config, sessions = _project(tmp_path)
-
-    def script(prompt: str) -> list:
-        s = parse_session_context(prompt).session_dir
-        stop = _signal(s, {"status": "blocked", "reason": "stop here", "needs": "human_decision"})
-        return [Fail(FailKind.UNIFIED_REJECTED, times=1, reset_in=5), Shell(stop), Reply("stopped")]
-
-    with ModelServer(script, unified_reset_in=5) as server:
-        env = _worker_env(
-            claude_env(tmp_path / "home", server.port, login=Login.OAUTH),
-            tmp_path,
-            CLAUDE_PATH=str(claude_bin),
-        )
-        started = time.monotonic()
-        result = _worker(config, env, timeout=120)
-        elapsed = time.monotonic() - started
-    assert result.returncode == 4, result.stdout + result.stderr
-    history = _history(sessions)
-    assert history[0]["event"] == "attempt_failed" and history[0]["failure"] == "usage_limit", history[0]
-    assert history[-1]["decision"] == "blocked" and history[-1]["reason"] == "stop here"
-    assert elapsed >= 3, elapsed  # it waited for the reset rather than retrying at once
-    (session,) = sessions.iterdir()
-    assert "Usage limit hit; waiting until" in (session / "_overview.md").read_text()
 
 
 def test_hung_api_is_ended_by_the_idle_watchdog(tmp_path, claude_bin):
