@@ -29,9 +29,11 @@ from worker.providers import (
     truncate,
 )
 
-# "result" and "rate_limit_event" are values of "type"; "api_retry" a subtype; the init line carries
-# "claude_code_version"; an API error's synthetic assistant line has model "<synthetic>".
-MARKERS = (b'"result"', b'"rate_limit_event"', b'"api_retry"', b'"claude_code_version"', b'"<synthetic>"')
+# "result" and "rate_limit_event" are values of "type"; the init line carries "claude_code_version";
+# an API error's synthetic assistant line has model "<synthetic>" (its "error" names the failure, so
+# system/api_retry lines are not needed). Each marker is one more scan of every chunk: four cost
+# about what 2.1.197's three did.
+MARKERS = (b'"result"', b'"rate_limit_event"', b'"claude_code_version"', b'"<synthetic>"')
 REFUSALS = (
     "cannot be used with root/sudo privileges",
     "cannot be launched inside another Claude Code session",
@@ -97,7 +99,6 @@ class ClaudeStream:
         self.windows: dict[str, LimitWindow] = {}
         self.rejected = False
         self.resets_at: float | None = None  # the latest reset of a rejected window
-        self.last_retry_error = ""
 
     # -- reading -----------------------------------------------------------------------------------
 
@@ -117,12 +118,9 @@ class ClaudeStream:
                 for name, window in windows.items():
                     if isinstance(window, dict):
                         self._window(str(name), window)
-        elif kind == "system":
-            subtype = event.get("subtype")
-            if subtype == "init" and isinstance(event.get("claude_code_version"), str):
+        elif kind == "system" and event.get("subtype") == "init":
+            if isinstance(event.get("claude_code_version"), str):
                 self.version = event["claude_code_version"]
-            elif subtype == "api_retry":
-                self.last_retry_error = _text(event.get("error"))
         elif kind == "assistant" and is_api_error_line(event):
             self.synthetic = event
             params = event.get("api_error_params")
@@ -175,7 +173,7 @@ class ClaudeStream:
         failure = None
         problem = ""
         if result.get("is_error") or run.exit_code not in (0, None):
-            failure = classify(result, api, self.rejected, self.last_retry_error, text)
+            failure = classify(result, api, self.rejected, text)
         if usage["cost_usd"] is None:
             problem = self._problem("the CLI's result event has no cost (total_cost_usd)")
             failure = failure or Failure.NO_RESULT
@@ -195,7 +193,7 @@ class ClaudeStream:
         if self.synthetic is not None:  # the error was said, only its result line is missing
             text = _synthetic_text(self.synthetic)
             api = self._api_error({})
-            failure = classify({}, api, self.rejected, self.last_retry_error, text)
+            failure = classify({}, api, self.rejected, text)
             problem = self._problem("the CLI's result event was not understood") if run.exit_code == 0 else ""
             return IterationRecord(
                 failure=failure,
@@ -257,14 +255,14 @@ class ClaudeStream:
         }
 
 
-def classify(result: dict, api: ApiError, rejected: bool, retry_error: str, text: str) -> Failure:
+def classify(result: dict, api: ApiError, rejected: bool, text: str) -> Failure:
     """Why a run failed: the newer fields when present, the older ones (status, wording) otherwise."""
     subtype, terminal = _text(result.get("subtype")), _text(result.get("terminal_reason"))
     if subtype == "error_max_turns" or terminal == "max_turns":
         return Failure.MAX_TURNS
     if api.error == "usage_limit_reached" or rejected:
         return Failure.USAGE_LIMIT
-    if _is_auth(api, retry_error, text):
+    if _is_auth(api, text):
         return Failure.AUTH
     if api.status == 429 or api.error_type == "rate_limit_error" or api.kind == "rate_limit":
         # The CLI has already retried the 429 itself (minutes of backoff), so with an API key this
@@ -278,12 +276,10 @@ def classify(result: dict, api: ApiError, rejected: bool, retry_error: str, text
     return Failure.API_ERROR
 
 
-def _is_auth(api: ApiError, retry_error: str, text: str) -> bool:
+def _is_auth(api: ApiError, text: str) -> bool:
     if api.status in (401, 403) or api.error_type in _AUTH_TYPES or api.kind == "authentication_failed":
         return True
-    if text.lower().startswith(_NOT_LOGGED_IN):  # no key, no login: no API call was even made
-        return True
-    return api.status is None and retry_error == "authentication_failed"
+    return text.lower().startswith(_NOT_LOGGED_IN)  # no key, no login: no API call was even made
 
 
 def _message(failure: Failure | None, text: str) -> str:

@@ -38,6 +38,10 @@ _NOISE = ("WARNING: ",)  # stderr lines codex prints on every run (e.g. about PA
 
 # Completed items that are an action of the model (the closest thing Codex has to Claude's turns).
 _ACTIONS = frozenset({"agent_message", "command_execution", "file_change", "mcp_tool_call", "web_search"})
+# The compact shape every Codex release so far prints. Anchored at the line's start these are the
+# objects' own keys, never text inside a string, so a completed command's output (up to 1 MiB) need
+# not be decoded to be counted; a line in any other shape is parsed whole.
+_ITEM_HEAD = re.compile(rb'\{"type":"item\.completed","item":\{"id":"[^"\\]*","type":"([a-z_]+)"')
 _REFUSALS = (
     "error: unexpected argument",  # clap: a flag this codex does not know
     "error: invalid value",
@@ -140,7 +144,11 @@ class CodexStream:
         self._probe = version_probe
 
     def feed(self, line: bytes) -> None:
-        event = parse_object(line)  # a command's output can be a MiB: ~5 ms, once per command
+        head = _ITEM_HEAD.match(line)
+        if head and head.group(1) != b"agent_message" and line.rstrip().endswith(b"}"):
+            self.actions += head.group(1).decode() in _ACTIONS
+            return
+        event = parse_object(line)
         if event is None:
             return
         kind = event.get("type")
