@@ -55,6 +55,7 @@ class Protocol:
     commands: dict[str, str]  # "status", "start_new", "start", "watch", "approve", "accept", "stop"
     bash_timeout_ms: int
     stop_marker: str  # the report line that ends the watch loop, e.g. "Worker: not running"
+    no_session: int  # the exit code of `status` for a session that does not exist yet
 
 
 def is_child(conv: Conversation) -> bool:
@@ -128,7 +129,10 @@ def read_skill(text: str) -> Protocol:
     stop = re.search(r"[Ss]top watching only when the report says `([^`]+)`", text)
     if not stop:
         raise SkillUnusable("no rule saying when to stop watching")
-    return Protocol(commands, int(limits[0]), stop.group(1))
+    missing = re.search(r"Exit (\d+) \(no session named", text)
+    if not missing:
+        raise SkillUnusable("no exit code for a session that does not exist yet")
+    return Protocol(commands, int(limits[0]), stop.group(1), int(missing.group(1)))
 
 
 def exit_code(call: ToolCall) -> int:
@@ -210,7 +214,7 @@ def next_action(conv: Conversation) -> Tool | Reply:
     )
     code, out = exit_code(last), last.result or ""
     if kind == "status":
-        if code == 9:
+        if code == proto.no_session:
             if not req.task:
                 return Reply("What should samocode do in the new session?")
             return run("start_new", "start the worker")
