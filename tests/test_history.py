@@ -227,3 +227,13 @@ def test_the_stall_breakers_digest_does_not_block_on_a_fifo_overview(tmp_path):
         sig.alarm(0)
         sig.signal(sig.SIGALRM, old)
     assert count == 2 and len(digest) == 64
+
+
+def test_a_fifo_overview_never_hangs_the_session_list(project):
+    fifo_session(project, "f")
+    make(project, "ok", {})
+    result = project.run("sessions", "--config", str(project.config), timeout=20)
+    assert result.returncode == 0, result.stdout + result.stderr
+    unreadable = [line for line in result.stdout.splitlines() if "not a regular file" in line]
+    assert len(unreadable) == 1 and "ok" in result.stdout, result.stdout
+    assert "Traceback" not in result.stderr

@@ -410,10 +410,13 @@ def flow_entries(text: str, limit: int = 3, head: Section | None = None) -> list
         size *= 4
 
 
-def read_text(path: Path) -> str:
+def read_text(path: Path, head: int = 0) -> str:
     """The overview's text, read without blocking or following links: a FIFO, a device, a
     directory or a symlink there, or unreadable, oversized or non-UTF-8 content, is an
-    OverviewError. Every reader of the overview (the worker and every command) uses this one."""
+    OverviewError. Every reader of the overview (the worker and every command) uses this one.
+
+    With `head`, only the first `head` bytes (a character cut at the end is replaced), or all of
+    them when the Status section runs past those: for a look at many sessions' Status."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -430,6 +433,11 @@ def read_text(path: Path) -> str:
             raise OverviewError("_overview.md is not a regular file")
         if st.st_size > MAX_OVERVIEW_BYTES:
             raise OverviewError(f"_overview.md is {st.st_size // (1024 * 1024)} MB; the limit is 16 MB")
+        if head and st.st_size > head:
+            text = os.pread(fd, head, 0).decode("utf-8", "replace")
+            with contextlib.suppress(OverviewError):
+                parse(text)
+                return text
         chunks, size = [], 0
         while chunk := os.read(fd, max(st.st_size + 1, 65536)):  # one read, unless it grows
             chunks.append(chunk)

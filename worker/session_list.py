@@ -38,16 +38,9 @@ class Entry:
 
 
 def _head(path: Path) -> str:
-    """The overview's first HEAD_BYTES, or all of it when the Status section runs past them."""
-    with open(path, "rb") as f:
-        data = f.read(HEAD_BYTES)
-        text = data.decode("utf-8", "replace")
-        if len(data) == HEAD_BYTES:
-            try:
-                overview.parse(text)
-            except OverviewError:
-                text += f.read().decode("utf-8", "replace")
-    return text
+    """The overview's first HEAD_BYTES, or all of it when the Status section runs past them (the
+    one overview reader: a FIFO there is an OverviewError, never a hang)."""
+    return overview.read_text(path, head=HEAD_BYTES)
 
 
 def _clip(text: str, width: int = _REASON_WIDTH) -> str:
