@@ -315,3 +315,48 @@ def test_a_child_silent_after_closing_stdout_is_still_killed_as_idle_with_no_rac
     assert result.returncode in (4, 5), result.stdout + result.stderr
     attempts = [r for r in history(project.session_dir("s18")) if r.get("ending")]
     assert attempts and all(r["ending"] == "idle" and r["exit_code"] is None for r in attempts), attempts
+
+
+def test_a_console_that_goes_away_leaves_the_worker_working_to_its_stop(project):
+    go = {"signal": {"status": "continue", "phase": "investigation"}}
+    project.scenario(sequence=[go, go, go, {"signal": {"status": "blocked", "reason": "stop here"}}])
+    proc = project.start("--config", str(project.config), "--session", "s19")
+    try:
+        assert proc.stdout is not None
+        proc.stdout.read(1)  # `samocode ... | head -c1`
+        proc.stdout.close()
+        proc.wait(timeout=60)
+        err = proc.stderr.read() if proc.stderr else ""
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 4, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    decisions = [r["decision"] for r in history(project.session_dir("s19")) if r.get("decision")]
+    assert decisions == ["continue", "continue", "continue", "blocked"]
+    assert "console output gone" in (project.session_dir("s19") / "session.log").read_text()
+
+
+@pytest.mark.parametrize(
+    ("signum", "code", "name"), [(signal.SIGHUP, 129, "SIGHUP"), (signal.SIGTERM, 143, "SIGTERM")]
+)
+def test_a_hang_up_stops_the_run_and_is_told_apart_from_termination(project, signum, code, name):
+    action = {"spawn": "setsid", "sleep": 30, "signal": {"status": "continue", "phase": "investigation"}}
+    project.scenario(sequence=[action])
+    proc = project.start("--config", str(project.config), "--session", "s20")
+    try:
+        deadline = time.monotonic() + 20
+        while not _sleepers(project.root) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _sleepers(project.root), "the child never started its sleeper"
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == code, out + err
+    last = history(project.session_dir("s20"))[-1]
+    assert last["event"] == "interrupted" and name in json.dumps(last), last
+    assert _sleepers(project.root) == []  # the child's own-session sleeper went with it

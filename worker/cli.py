@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -14,6 +15,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from worker.errors import ConfigError, ExitCode, SamocodeError
 
@@ -300,37 +302,47 @@ def _run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     stop_code = [ExitCode.INTERRUPTED]
 
+    codes = {signal.SIGTERM: ExitCode.TERMINATED, signal.SIGHUP: ExitCode.HANG_UP}
+
     def on_signal(signum: int, _frame: object) -> None:
-        stop_code[0] = ExitCode.TERMINATED if signum == signal.SIGTERM else ExitCode.INTERRUPTED
+        # A hang-up stops a foreground run like SIGTERM does (its user is gone), told apart in the
+        # history; a worker from `samocode start` has no terminal and never gets one.
+        stop_code[0] = codes.get(signum, ExitCode.INTERRUPTED)
         stop.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
     become_subreaper()
 
-    paths.dir.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(paths.session_log, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    try:
+        paths.dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the session folder {paths.dir}: {exc.strerror}") from None
     root = logging.getLogger("samocode")
-    root.addHandler(handler)
     root.setLevel(logging.INFO)
+    logging.raiseExceptions = False  # a full disk must not print logging's own tracebacks
+    handler: logging.Handler = logging.NullHandler()  # not logging's last resort, which prints
+    with contextlib.suppress(OSError):  # unwritable: the lease below stops the run with the reason
+        handler = logging.FileHandler(paths.session_log, encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
     start = "new" if not exists else "existing"
     log.info("run on %s session %s with %s (pid %d)", start, paths.dir, provider.name, os.getpid())
-    print(f"samocode: {start} session {paths.dir} · provider {provider.name}", flush=True)
+    _say(f"samocode: {start} session {paths.dir} · provider {provider.name}")
 
     def report(r: IterationReport) -> None:
         cost = f"${r.cost_usd:.4f}" if r.cost_usd is not None else "$-"
         line = f"[{r.total:03d}] {r.phase.value:<14} {r.verdict:<24} {r.duration:6.1f}s {cost}"
         if r.detail:
             line += f"  {r.detail[:160]}"
-        print(line, flush=True)
+        _say(line)
         log.info("iteration %s", line)
 
     runtime = Runtime(
         settings=settings,
         provider=provider,
         notifier=make_notifier(
-            settings.telegram_token, settings.telegram_chat_id, settings.telegram_api_base
+            settings.telegram_token, settings.telegram_chat_id, settings.telegram_api_base, cancel=stop
         ),
         stop=stop,
         report=report,
@@ -345,7 +357,22 @@ def _run(args: argparse.Namespace) -> int:
         )
     finally:
         root.removeHandler(handler)
-        handler.close()
+        with contextlib.suppress(OSError):
+            handler.close()
     stream = sys.stdout if outcome.code in (ExitCode.DONE, ExitCode.WAITING, ExitCode.LIMIT) else sys.stderr
-    print(f"samocode: {outcome.code.name.lower()}: {outcome.message}", file=stream, flush=True)
+    _say(f"samocode: {outcome.code.name.lower()}: {outcome.message}", stream)
     return int(outcome.code)
+
+
+def _say(line: str, stream: TextIO | None = None) -> None:
+    """A console line. When the console has gone (a closed pipe or terminal), the worker works on:
+    its console is a view, and session.log, the history and `status` hold everything."""
+    stream = stream or sys.stdout
+    try:
+        print(line, file=stream, flush=True)
+    except (BrokenPipeError, OSError):
+        log.warning("console output gone; working on (see session.log and `samocode status`)")
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        with contextlib.suppress(OSError, ValueError):  # nothing left for the interpreter to flush at exit
+            os.dup2(devnull, stream.fileno())
+        os.close(devnull)

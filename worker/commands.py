@@ -57,7 +57,10 @@ def one_line(text: str, flag: str) -> str:
 @contextlib.contextmanager
 def _leased(paths: SessionPaths, what: str) -> Iterator[None]:
     lease = Lease(paths)
-    lease.acquire(what)  # SessionLocked (exit 6) when a worker runs on the session
+    try:
+        lease.acquire(what)  # SessionLocked (exit 6) when a worker runs on the session
+    except OSError as exc:  # a read-only or full session folder
+        raise Refused(f"cannot lock {paths.lease.name}: {exc.strerror} (nothing changed)") from None
     try:
         yield
     finally:

@@ -18,6 +18,7 @@ class ExitCode(enum.IntEnum):
     LIMIT = 8  # --max-iterations reached; the session can simply be started again
     NO_SESSION = 9  # no session by that name (status, watch, stop and the write commands)
     NOT_STARTED = 10  # `start`: the worker neither took the session nor exited in time; it was stopped
+    HANG_UP = 129  # SIGHUP: the terminal of a foreground run went away (`start` is immune to it)
     INTERRUPTED = 130  # Ctrl-C
     TERMINATED = 143  # SIGTERM
 

@@ -91,9 +91,7 @@ def run_session(
     try:
         lease.acquire()
     except OSError as exc:
-        unlockable = Outcome(
-            ExitCode.BLOCKED, f"blocked: cannot lock {paths.lease.name}: {exc.strerror}", paths.dir
-        )
+        unlockable = Outcome(ExitCode.BLOCKED, f"cannot lock {paths.lease.name}: {exc.strerror}", paths.dir)
         rt.ended(unlockable, None)  # nobody holds the lease: no other run's record to keep
         return unlockable
     outcome: Outcome | None = None
@@ -105,7 +103,7 @@ def run_session(
     except JournalError as exc:
         # No child runs any more; a half-begun iteration needs no recovery, it simply runs again.
         journal.clear_marker(paths)
-        outcome = Outcome(ExitCode.BLOCKED, f"blocked: {exc.reason}", paths.dir)
+        outcome = Outcome(ExitCode.BLOCKED, exc.reason, paths.dir)
     except BaseException as exc:
         if isinstance(exc, SamocodeError):  # e.g. a missing agent file: no child runs any more
             journal.clear_marker(paths)
@@ -346,7 +344,7 @@ class _Loop:
             )
         journal.clear_marker(self.paths)
         self._notify("blocked", None, reason)
-        return self._outcome(ExitCode.BLOCKED, f"blocked: {reason}")
+        return self._outcome(ExitCode.BLOCKED, reason)
 
     def _provider_failed(
         self, state: SessionState, iteration_id: str, record: IterationRecord, started: float, tries: _Tries
@@ -371,7 +369,7 @@ class _Loop:
     ) -> Outcome:
         """Ctrl-C or SIGTERM: the child and its descendants are already gone; record and stop."""
         code = self.rt.stop_code[0]
-        name = "SIGTERM" if code is ExitCode.TERMINATED else "Ctrl-C"
+        name = {ExitCode.TERMINATED: "SIGTERM", ExitCode.HANG_UP: "SIGHUP (hang-up)"}.get(code, "Ctrl-C")
         self._note(outcomes.interrupted(iteration_id, state, record, name, during, self.rt.now()))
         journal.clear_marker(self.paths)
         self._notify("interrupted", state.phase, name)

@@ -64,7 +64,7 @@ def main():
     action = next_action(ctx["Phase"])
     record(
         {"argv": sys.argv[1:], "phase": ctx["Phase"], "cwd": os.getcwd(), "prompt_bytes": len(prompt)},
-        ("CLAUDE", "SAMOCODE", "IS_SANDBOX"),
+        ("CLAUDE", "SAMOCODE", "IS_SANDBOX", "TELEGRAM"),
     )
     emit(
         {
