@@ -246,6 +246,21 @@ def test_max_turns_keeps_the_cost_on_both_shapes():
         assert record.cost_usd == 0.05
 
 
+@pytest.mark.parametrize(
+    ("subtype", "terminal"),
+    [
+        ("error_max_budget_usd", "budget_exhausted"),
+        ("error_max_structured_output_retries", "structured_output_retry_exhausted"),
+    ],
+)
+def test_the_clis_own_stops_are_an_unexplained_exit_with_their_reason(subtype, terminal):
+    """The worker sets neither --max-budget-usd nor --json-schema: retried, with the CLI's words kept."""
+    record = feed(
+        late_type(result(subtype=subtype, terminal_reason=terminal, errors=["Reached maximum budget ($0.5)"]))
+    )
+    assert record.failure is Failure.EXIT and record.message == "Reached maximum budget ($0.5)"
+
+
 @pytest.mark.parametrize("version", ["2.1.197", "2.1.332"])
 def test_not_logged_in_is_auth_with_the_command_that_fixes_it(version):
     """Both versions print it as a synthetic assistant line and the result text, no HTTP status."""
@@ -424,6 +439,35 @@ def test_a_limit_record_carries_the_wording_reset_when_no_event_gave_one():
         result(api_error_status=429, result="You've hit your weekly limit · resets Dec 2, 4:41pm (UTC)")
     )
     assert record.failure is Failure.USAGE_LIMIT and record.resets_at is not None
+
+
+# -- what status shows (worker/streamview.py) --------------------------------------------------------
+
+
+def test_status_lines_come_from_the_newest_records_that_have_them():
+    from worker import streamview
+
+    now = time.time()
+    old = {"limits": {"five_hour": {"utilization": 0.5, "resets_at": now - 60, "status": "allowed"}}}
+    new = {
+        "limits": {
+            "five_hour": {"utilization": 1.0, "resets_at": now + 600, "status": "rejected"},
+            "seven_day": {"utilization": None, "resets_at": None, "status": "allowed"},
+        },
+        "cost_usd": 0,
+        "stream_problem": "the CLI's result event was not understood — CLI version 9",
+    }
+    later = {"event": "usage_wait"}  # not an attempt: neither limits nor a stream verdict
+    history = [old, new, later]
+    assert streamview.last_limits(history) == new["limits"]
+    assert streamview.last_stream_problem(history) == new["stream_problem"]
+    text = streamview.limits_text(new["limits"], now)
+    assert re.fullmatch(r"five_hour 100% rejected until (\d\d-\d\d )?\d\d:\d\d · seven_day \?%", text), text
+    assert re.fullmatch(
+        r"five_hour 50% reset (\d\d-\d\d )?\d\d:\d\d", streamview.limits_text(old["limits"], now)
+    )
+    fine = {"cost_usd": 0.2}  # a newer attempt that was understood clears the Stream line
+    assert streamview.last_stream_problem([*history, fine]) is None
 
 
 # -- the worker against the fake CLI printing 2.1.332's shapes ------------------------------------------
