@@ -8,13 +8,23 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+MAX_WINDOWS = 4  # five_hour, seven_day, and the per-model weekly ones: the report stays under 1 KB
+
 
 def last_limits(history: Sequence[dict]) -> dict[str, Any] | None:
-    """The `limits` of the newest history record that has them."""
+    """The `limits` of the newest history record that has them: a few windows, only their numbers."""
     for record in reversed(history):
         limits = record.get("limits")
         if isinstance(limits, dict) and limits:
-            return limits
+            windows = [(str(k)[:24], v) for k, v in limits.items() if isinstance(v, dict)][:MAX_WINDOWS]
+            return {
+                name: {
+                    "utilization": _number(w.get("utilization")),
+                    "resets_at": _number(w.get("resets_at")),
+                    "status": str(w.get("status") or "")[:24] or None,
+                }
+                for name, w in windows
+            } or None
     return None
 
 
