@@ -112,6 +112,13 @@ HOSTILE = [
     "> quoted",
     "a\rb",
     "ends with a dash -",
+    "--- \t",
+    "---\r",
+    "- \t ",
+    "  -",
+    "-\t-",
+    "trailing blanks \t ",
+    "= \r",
 ]
 
 

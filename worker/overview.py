@@ -55,10 +55,12 @@ _FLOW_ENTRY = re.compile(r"^[ \t]*[-*+][ \t]+\[")
 # The lines the Flow Log's end depends on: an ATX heading, a fence, raw HTML, a setext underline. Every
 # other line is paragraph text, a blank line, indented code or a thematic break, none of which can
 # hide a heading after it. The first four start with a rare character, found by a fast `find` each;
-# an underline is found by its last character ('=' by `find`, '-' by one pass of _DASH_END).
-# `\r` counts as a space, as the parser sees it.
+# an underline holds '=' (found by `find`) or ends in '-' or blanks: those line ends are found by a
+# literal search each (the fastest scan for two characters), the last line apart. `\r` counts as a
+# space, as the parser sees it.
 _STARTS = "#`~<"
-_DASH_END = re.compile(r"-[ \t\r]*(?=\n|\Z)")
+_ENDS = {end: re.compile(re.escape(end)) for end in ("-\n", "-\r", " \n", " \r", "\t\n", "\t\r")}
+_LAST_LINE = ""
 _UNDERLINE = re.compile(r"[ \r]{0,3}[=-]+[ \t\r]*\n?")
 
 
@@ -213,7 +215,8 @@ def flow_section(text: str, head: Section | None = None) -> Section | None:
         head, _, _ = _find(text, FLOW_LOG, closed=False)
     if head is None:
         return None
-    found = {mark: -1 for mark in (*_STARTS, "=", "-")}  # the next candidate line of each kind
+    ends = [e for e in _ENDS if ("\r" not in e or "\r" in text) and ("\t" not in e or "\t" in text)]
+    found = {mark: -1 for mark in (*_STARTS, "=", *ends, _LAST_LINE)}  # each kind's next candidate
     pos = head.body_start
     while True:
         for mark, at in found.items():
@@ -234,10 +237,14 @@ def flow_section(text: str, head: Section | None = None) -> Section | None:
 
 def _next_line_with(text: str, mark: str, pos: int) -> int:
     """The start of the first line at or after `pos` (a line start) that may be a block of the
-    `mark` kind (see _STARTS), or -1."""
+    `mark` kind (a character of _STARTS, '=', a line end of _ENDS, or the last line), or -1."""
+    if mark == _LAST_LINE:
+        start = text.rfind("\n") + 1
+        unended = start >= pos and not text.endswith("\n")
+        return start if unended and _UNDERLINE.fullmatch(text, start) else -1
     while True:
-        if mark == "-":
-            match = _DASH_END.search(text, pos)
+        if mark in _ENDS:
+            match = _ENDS[mark].search(text, pos)
             at = match.start() if match else -1
         else:
             at = text.find(mark, pos)
@@ -246,7 +253,7 @@ def _next_line_with(text: str, mark: str, pos: int) -> int:
         start = text.rfind("\n", 0, at) + 1
         newline = text.find("\n", at)
         line_end = len(text) if newline < 0 else newline + 1
-        if mark in "=-":
+        if mark == "=" or mark in _ENDS:
             if _UNDERLINE.fullmatch(text, start, line_end):
                 return start
         elif (
