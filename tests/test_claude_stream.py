@@ -551,7 +551,7 @@ def test_not_logged_in_stops_after_one_attempt_naming_the_fix(project, version):
 def test_status_shows_a_few_windows_whatever_the_history_holds():
     from worker import streamview
 
-    hostile = {f"window_{'w' * 500}_{i}": {"utilization": 0.5, "status": "s" * 900} for i in range(50)}
+    hostile = {f"w{i}_{'x' * 500}": {"utilization": 0.5, "status": "s" * 900} for i in range(50)}
     hostile["junk"] = "not a window"
     limits = streamview.last_limits([{"limits": hostile}])
     assert len(limits) == streamview.MAX_WINDOWS
