@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from worker import overview, status
+from worker import flowlog, overview, status
 from worker.session import Lease, SessionPaths, holder
 
 PLAN = {"{prefix}-plan-x.md": "## Phase 1\n- [ ] a\n"}
@@ -313,7 +313,7 @@ def test_approve_then_run_proceeds_through_implementation_to_done(project):
     assert state.get("next") == "Execute first implementation phase"
     assert re.fullmatch(
         r"- \[003 @ \d\d-\d\d \d\d:\d\d\] Plan approved for implementation via samocode approve",
-        overview.flow_entries(state.text, 1)[0],
+        flowlog.flow_entries(state.text, 1)[0],
     )
     record = history(folder)[-1]
     assert (record["event"], record["phase"], record["phase_after"]) == (
@@ -322,7 +322,7 @@ def test_approve_then_run_proceeds_through_implementation_to_done(project):
         "implementation",
     )
     assert record["overview"]["fields"]["Phase"] == "implementation"  # the change, journaled first
-    assert record["overview"]["flow"] == [overview.flow_entries(state.text, 1)[0].removeprefix("- ")]
+    assert record["overview"]["flow"] == [flowlog.flow_entries(state.text, 1)[0].removeprefix("- ")]
     status = json.loads(cmd(project, "status", "feat", "--json").stdout)
     assert (status["phase"], status["waiting_for"]) == ("implementation", None)
     refused(cmd(project, "approve", "feat"), "phase is implementation", "already approved")
@@ -420,7 +420,7 @@ def test_resume_reopens_a_done_session_and_refuses_any_other_phase(project):
     assert state.get("last action") == "Resuming session for: Add dark mode"
     assert state.get("next") == "Investigate approach for Add dark mode"
     assert re.fullmatch(
-        r"- \[012 @ \d\d-\d\d \d\d:\d\d\] Resuming: Add dark mode", overview.flow_entries(state.text)[-1]
+        r"- \[012 @ \d\d-\d\d \d\d:\d\d\] Resuming: Add dark mode", flowlog.flow_entries(state.text)[-1]
     )
     assert history(folder)[-1]["event"] == "resumed"
     for phase in ("investigation", "planning", "testing"):
@@ -526,7 +526,7 @@ def test_unblock_clears_a_real_block_and_the_worker_goes_on(project):
     assert state.get("last action") == "Unblocked by human: Use the staging DB"
     assert state.get("next") == "Use the staging DB"
     assert re.fullmatch(
-        r"- \[001 @ .*\] Human direction: Use the staging DB", overview.flow_entries(state.text)[-1]
+        r"- \[001 @ .*\] Human direction: Use the staging DB", flowlog.flow_entries(state.text)[-1]
     )
     refused(cmd(project, "unblock", "b", "--note", "again"), "session is not blocked (Blocked: no")
 

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker import overview
-from worker.overview import OverviewError, append_flow, parse, set_fields
+from worker import flowlog, overview
+from worker.flowlog import append_flow
+from worker.overview import OverviewError, parse, set_fields
 from worker.phases import Phase
 
 OWNED = ("Phase", "Iteration", "Total Iterations", "Blocked", "Waiting For", "Total Cost")
@@ -84,7 +85,7 @@ def test_flow_log_append_goes_after_the_last_entry_not_at_the_end():
     assert append_flow(text, "[002 @ b] two") == text.replace(
         "- [001 @ a] one\n", "- [001 @ a] one\n- [002 @ b] two\n"
     )
-    assert overview.flow_entries(append_flow(text, "[002 @ b] two")) == ["- [001 @ a] one", "- [002 @ b] two"]
+    assert flowlog.flow_entries(append_flow(text, "[002 @ b] two")) == ["- [001 @ a] one", "- [002 @ b] two"]
 
 
 def test_flow_log_section_is_created_when_missing():

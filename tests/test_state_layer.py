@@ -7,8 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker import overview
-from worker.overview import _FLOW_ENTRY, append_flow, append_missing, flow_entries, flow_section, sections
+from worker import flowlog, overview
+from worker.flowlog import _FLOW_ENTRY, append_flow, append_missing, flow_entries, flow_section
+from worker.overview import sections
 
 # -- the reference: the whole text parsed with mistune ---------------------------------------------
 
@@ -62,7 +63,7 @@ def assert_same(text: str) -> None:
         return
     fields = {"Iteration": "12", "Total Cost": "$1.25", "Waiting For": None}
     edited = overview.set_fields(ov, fields)
-    assert overview.edit(ov, fields, [entry]) == full_append(edited, entry, full_section(edited))
+    assert flowlog.edit(ov, fields, [entry]) == full_append(edited, entry, full_section(edited))
 
 
 # -- property: any Flow Log content ------------------------------------------------------------------
@@ -176,8 +177,10 @@ def test_a_plain_10000_line_flow_log_is_never_parsed(monkeypatch):
     """The design, not a timing: mistune only ever sees a few KB of the 0.7 MB text."""
     text = HEAD + "## Flow Log\n" + BIG + "\n## Files\n- notes.md\n"
     seen: list[int] = []
-    real = overview._tokens
-    monkeypatch.setattr(overview, "_tokens", lambda t: seen.append(len(t)) or real(t))
+    real = overview.block_tokens
+    spy = lambda t: seen.append(len(t)) or real(t)  # noqa: E731
+    monkeypatch.setattr(overview, "block_tokens", spy)
+    monkeypatch.setattr(flowlog, "block_tokens", spy)
     ov = overview.parse(text)
     new = append_missing(overview.set_fields(ov, {"Iteration": "5"}), ["[x @ y] new"])
     entries = flow_entries(new, 3)

@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker import history, overview
+from worker import flowlog, history, overview
 from worker.overview import OverviewError
 from worker.rails import crash_point
 from worker.session import SessionPaths
@@ -108,7 +108,7 @@ def apply_change(path: Path, fields: Mapping[str, str | None], flow: Sequence[st
     try:
         with overview.locked(path.parent):
             text = read_overview(path)
-            new = overview.edit(overview.parse(text), fields, flow)
+            new = flowlog.edit(overview.parse(text), fields, flow)
             if new != text:
                 overview.write_atomic(path, new, sync=False)
     except OSError as exc:  # the lock file or the temp file cannot be made

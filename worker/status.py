@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from worker import gitops, overview, runrecord
+from worker import flowlog, gitops, overview, runrecord
 from worker import history as hist
 from worker.config import Settings
 from worker.overview import OverviewError
@@ -181,7 +181,7 @@ def build(paths: SessionPaths, rails: dict[str, Any], workdir_fallback: Path | N
     flow: list[str] = []
     if text:
         try:
-            flow = [_BULLET.sub("", line) for line in overview.flow_entries(text, 3, ov.flow if ov else None)]
+            flow = [_BULLET.sub("", line) for line in flowlog.flow_entries(text, 3, ov.flow if ov else None)]
         except OverviewError:
             flow = []
     get = ov.get if ov is not None else (lambda _key, default="": default)
