@@ -159,6 +159,18 @@ def waiting_for_answers(qa: bytes | None):
     return setup
 
 
+def _nothing(project, folder: Path) -> None:
+    pass
+
+
+def _sessions_loop(project, folder: Path) -> None:
+    loop_a, loop_b = project.root / "loop-a", project.root / "loop-b"
+    loop_a.symlink_to(loop_b)
+    loop_b.symlink_to(loop_a)
+    text = project.config.read_text().replace(f"SESSIONS={project.sessions}", f"SESSIONS={loop_a}")
+    project.config.write_text(text)
+
+
 def _config_dir(project, folder: Path) -> dict:
     (project.root / "cfgdir").mkdir()
     return {"_config": str(project.root / "cfgdir")}
@@ -276,6 +288,19 @@ ROWS = [
         "env-provider-unknown", _env(SAMOCODE_PROVIDER="gpt"), "SAMOCODE_PROVIDER must be claude or codex"
     ),
     config_error("negative-timeout", session_with(), "--timeout", args=("--timeout", "-5")),
+    # -- names and paths that must be refused, not crash -------------------------------------------
+    config_error("name-not-utf8", _nothing, "is not valid UTF-8", args=("--session", "demo\udcffx")),
+    config_error("name-90-cjk-characters", _nothing, "bytes long; at most", args=("--session", "漢" * 90)),
+    config_error(
+        "name-git-refuses-as-branch", _nothing, "not a valid git branch name", args=("--session", "x.lock")
+    ),
+    config_error("config-unknown-user", _nothing, "~nosuchuser", args=("--config", "~nosuchuser/.samocode")),
+    config_error(
+        "samocode-unknown-user",
+        _config_text(b"MAIN_REPO=.\nWORKTREES=~nosuchuser/wt\nSESSIONS=s\n"),
+        "~nosuchuser",
+    ),
+    config_error("sessions-symlink-loop", _sessions_loop, "symbolic links"),
 ]
 
 

@@ -248,6 +248,11 @@ def _prepare(args: argparse.Namespace):
     paths, exists = session.resolve(project.sessions, args.session, dt.date.today())
     if paths.dir.exists() and not paths.dir.is_dir():
         raise ConfigError(f"session path {paths.dir} is not a directory")
+    if not exists and (project.main_repo / ".git").exists():  # before its folder is made
+        from worker import gitops
+        from worker.workspace import branch_name
+
+        gitops.check_branch(branch_name(settings.branch_prefix, paths.name))
     return settings, project, provider, paths, exists
 
 

@@ -44,9 +44,24 @@ def _read_env_file(path: Path, problems: list[str]) -> dict[str, str]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+def _expanded(path: Path, what: str) -> Path:
+    """`~` and `~user` expanded, or ConfigError naming the user that has no home here."""
+    try:
+        return path.expanduser()
+    except RuntimeError:  # Python's way of saying that ~user names no user
+        raise ConfigError(f"{what}: cannot expand '{str(path).split('/')[0]}': no such user") from None
+
+
+def _resolved(path: Path, what: str) -> Path:
+    try:
+        return path.resolve()
+    except (RuntimeError, OSError):  # a symlink loop: RuntimeError before Python 3.13, OSError after
+        raise ConfigError(f"{what} {path}: too many levels of symbolic links") from None
+
+
 def load_project(path: Path) -> Project:
     """Read and check `.samocode`; create WORKTREES and SESSIONS when all is well."""
-    path = path.expanduser()
+    path = _expanded(path, "--config")
     if path.is_dir() and (path / ".samocode").is_file():
         path = path / ".samocode"
     if not path.exists():
@@ -61,8 +76,11 @@ def load_project(path: Path) -> Project:
         if not value:
             problems.append(f"{path}: {key} is missing")
             continue
-        where = Path(os.path.expandvars(value)).expanduser()
-        resolved[key] = (where if where.is_absolute() else path.parent / where).resolve()
+        try:
+            where = _expanded(Path(os.path.expandvars(value)), f"{path}: {key}")
+            resolved[key] = _resolved(where if where.is_absolute() else path.parent / where, f"{path}: {key}")
+        except ConfigError as exc:
+            problems.extend(exc.problems)
     if "MAIN_REPO" in resolved and not resolved["MAIN_REPO"].is_dir():
         state = "is not a directory" if resolved["MAIN_REPO"].exists() else "does not exist"
         problems.append(f"{path}: MAIN_REPO {resolved['MAIN_REPO']} {state}")

@@ -97,6 +97,14 @@ def ensure_worktree(repo: Path, path: Path, branch: str) -> Worktree:
     return Worktree(path, branch, base, created=True)
 
 
+def check_branch(branch: str) -> None:
+    """GitError when git would refuse `branch` as a branch name (checked before anything is made)."""
+    if available() and _git(Path.cwd(), "check-ref-format", "--branch", branch, timeout=10).returncode != 0:
+        raise GitError(
+            f"'{branch}' is not a valid git branch name (rename the session or fix GIT_BRANCH_PREFIX)"
+        )
+
+
 def recent_commits(path: Path, count: int = 3) -> list[str]:
     try:
         result = _git(path, "log", "--oneline", "--no-decorate", f"-{count}", timeout=10)

@@ -13,6 +13,7 @@ from pathlib import Path
 from worker.errors import ConfigError, NoSession, SessionLocked
 
 _DATED = re.compile(r"^\d{2}-\d{2}-\d{2}-(?P<name>.+)$")
+MAX_NAME_BYTES = 120
 _BAD_NAME = re.compile(r"[/\\*?\[\]{}\s]|\.\.|^\.|^-")
 
 
@@ -74,7 +75,13 @@ def check_name(name: str) -> str:
     """The name, or ConfigError when it could escape SESSIONS or is not a plain folder name."""
     if not name or not name.strip():
         raise ConfigError("session name is empty")
-    if _BAD_NAME.search(name) or len(name) > 120:
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:  # bytes from the command line that are not UTF-8
+        raise ConfigError(f"session name {name!a} is not valid UTF-8") from None
+    if size > MAX_NAME_BYTES:  # file systems count bytes: 255 for the dated folder and its files
+        raise ConfigError(f"session name is {size} bytes long; at most {MAX_NAME_BYTES} (UTF-8)")
+    if _BAD_NAME.search(name):
         raise ConfigError(
             f"session name '{name}' is not allowed: use letters, digits, '-', '_' or '.', "
             "with no '/', '..', spaces or glob characters"

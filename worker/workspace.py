@@ -69,10 +69,15 @@ class Workspace:
             return
         if not gitops.is_repo(repo):
             return
-        prefix = self.branch_prefix.strip("/")
-        branch = f"{prefix}/{self.paths.name}" if prefix else self.paths.name
+        branch = branch_name(self.branch_prefix, self.paths.name)
         tree = gitops.ensure_worktree(repo, self.project.worktrees / self.paths.dir.name, branch)
         self.working_dir, self.branch = tree.path, tree.branch
 
     def read(self) -> overview.Overview:
         return overview.parse(read_overview(self.paths.overview))
+
+
+def branch_name(prefix: str, session: str) -> str:
+    """The git branch of a session's worktree: `[GIT_BRANCH_PREFIX/]<session name>`."""
+    prefix = prefix.strip("/")
+    return f"{prefix}/{session}" if prefix else session
