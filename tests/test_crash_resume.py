@@ -17,13 +17,17 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from worker_helpers import decisions, fakes, find_session, history, overview, sleepers, wait_for
 
 from worker.session import SessionPaths, holder
 
+MAIN = Path(__file__).resolve().parents[1] / "main.py"
 PHASES = ["investigation", "requirements", "planning", "implementation", "testing", "quality", "done"]
 
 
@@ -224,3 +228,61 @@ def test_twelve_kills_at_spread_moments_across_one_session_all_resume_to_done(pr
     drive(project, "spread")
     records = assert_resumed_cleanly(project, "spread")
     assert any(r.get("event") == "interrupted" for r in records)
+
+
+# -- INT, TERM and HUP at random moments ----------------------------------------------------------------
+
+STOPS = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+
+
+def test_fifty_random_int_term_hup_to_the_worker_or_its_group_all_resume_to_done(project):
+    """Each try starts the worker in a group of its own (as a terminal does), sends it or its whole
+    group INT, TERM or HUP at a random moment, and checks that the stop was recorded with its own
+    code and left no process; the sessions are then driven on to done."""
+    project.scenario(by_phase=session_script(pause=0.1, sleep=0.15))
+    rng = random.Random(20261129)
+    sessions, name, stops = [], "sig0", 0
+    for attempt in range(50):
+        seen = len(project.records())
+        proc = subprocess.Popen(
+            [sys.executable, str(MAIN), "--config", str(project.config), "--session", name],
+            env=project.env,
+            cwd=project.root,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            text=True,
+        )
+        sig = rng.choice(list(STOPS))
+        try:
+            wait_for(lambda p=proc, n=seen: len(project.records()) > n or p.poll() is not None, 20, 0.01)
+            time.sleep(rng.uniform(0.0, 0.6))
+            if rng.random() < 0.5:
+                os.killpg(proc.pid, sig)  # Ctrl-C, or a closing terminal, reaches the whole group
+            else:
+                os.kill(proc.pid, sig)
+            _, err = proc.communicate(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert "Traceback" not in err, err
+        assert fakes(project.root) == [] and sleepers(project.root) == [], (
+            f"try {attempt}: a process was left"
+        )
+        code = proc.returncode
+        if code == STOPS[sig]:
+            stops += 1
+        elif code == 3:  # it reached the plan gate first
+            approved = project.run("approve", "--config", str(project.config), "--session", name)
+            assert approved.returncode == 0, approved.stderr
+        elif code == 0:  # this session is done: check it, go on with a new one
+            assert_resumed_cleanly(project, name)
+            sessions.append(name)
+            name = f"sig{len(sessions)}"
+        else:
+            raise AssertionError(f"try {attempt}: {sig!r} gave exit {code}: {err}")
+    assert stops >= 35, stops
+    drive(project, name)
+    assert_resumed_cleanly(project, name)
