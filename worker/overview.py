@@ -170,7 +170,11 @@ def find(text: str, name: str, closed: bool = True) -> tuple[Section | None, lis
     parsed; and the Flow Log's heading when that prefix holds it too (its `end` not final).
 
     With `closed` False only the heading is needed: the section's `end` is then not final."""
-    size = 4096  # the Status section is near the top; the regex scan costs per byte parsed
+    # mistune costs per byte parsed. In the overviews the worker writes, the Flow Log's heading
+    # follows the Status section: a prefix ending 1 KB past the first mention of it usually holds
+    # both. When it does not, the prefix grows until it does; a guess never changes the result.
+    mention = text.find("Flow Log", 0, 65536)
+    size = mention + 1024 if mention >= 0 else 4096
     while True:
         cut = len(text) if size >= len(text) else text.rfind("\n", 0, size) + 1 or len(text)
         tokens = block_tokens(text[:cut])
