@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 from worker import overview  # noqa: E402
 
 ITERATIONS = 30  # children per run
-REPEATS = 3  # runs per worker and session size
+REPEATS = 5  # runs per worker and session size, alternating
 FLOW_LINES = 10_000
 # About 140 bytes, as the Flow Log lines of a real session: 10,000 of them make a 1.4 MB overview.
 FLOW_LINE = (
@@ -138,39 +138,59 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def side(b: Bench, main: Path, expect: int, flow_lines: int) -> dict[str, float]:
-    """Overhead figures of one worker on one session size: REPEATS runs of ITERATIONS children, each
-    on a fresh copy of the session. Amortized: the run's wall time minus its children's, per child."""
-    amortized, startups, shutdowns, gaps = [], [], [], []
-    for _ in range(REPEATS):
-        b.session("cmp", flow_lines)
-        started, runs, _, ended = b.run("cmp", ITERATIONS, main=main, expect=expect)
-        children = sum(end - start for start, end, *_ in runs)
-        amortized.append((ended - started - children) / ITERATIONS)
-        startups.append(runs[0][0] - started)
-        shutdowns.append(ended - runs[-1][1])
-        gaps += [runs[i + 1][0] - runs[i][1] for i in range(len(runs) - 1)]
-    ms = 1000
+def one_run(b: Bench, main: Path, expect: int, flow_lines: int) -> dict[str, list[float]]:
+    """One run of ITERATIONS children on a fresh copy of the session. Amortized overhead: the run's
+    wall time minus its children's, per child."""
+    b.session("cmp", flow_lines)
+    started, runs, _, ended = b.run("cmp", ITERATIONS, main=main, expect=expect)
+    children = sum(end - start for start, end, *_ in runs)
     return {
-        "amortized_ms": round(statistics.median(amortized) * ms, 2),
-        "gap_p50_ms": round(percentile(gaps, 0.5) * ms, 2),
-        "gap_p90_ms": round(percentile(gaps, 0.9) * ms, 2),
-        "startup_ms": round(statistics.median(startups) * ms, 1),
-        "shutdown_ms": round(statistics.median(shutdowns) * ms, 1),
+        "amortized": [(ended - started - children) / ITERATIONS],
+        "startup": [runs[0][0] - started],
+        "shutdown": [ended - runs[-1][1]],
+        "gaps": [runs[i + 1][0] - runs[i][1] for i in range(len(runs) - 1)],
     }
 
 
-def status_latency(b: Bench, name: str, runs: int = 7) -> float:
-    """Wall time of one `samocode status` process, median of `runs`."""
+def figures(samples: dict[str, list[float]]) -> dict[str, float]:
+    ms = 1000
+    gaps = samples["gaps"]
+    return {
+        "amortized_ms": round(statistics.median(samples["amortized"]) * ms, 2),
+        "gap_p50_ms": round(percentile(gaps, 0.5) * ms, 2),
+        "gap_p90_ms": round(percentile(gaps, 0.9) * ms, 2),
+        "startup_ms": round(statistics.median(samples["startup"]) * ms, 1),
+        "shutdown_ms": round(statistics.median(samples["shutdown"]) * ms, 1),
+    }
+
+
+def wall_ms(cmd: list[str], env: dict, runs: int = 9) -> float:
+    """Median wall time of a short command."""
     times = []
     for _ in range(runs):
-        cmd = [sys.executable, str(REPO / "main.py"), "status", "--config", str(b.config), "--session", name]
         t0 = time.perf_counter()
-        done = subprocess.run(cmd, env=b.env, capture_output=True)
+        done = subprocess.run(cmd, env=env, capture_output=True)
         times.append(time.perf_counter() - t0)
         if done.returncode != 0:
-            raise SystemExit(f"status exited {done.returncode}: {done.stderr.decode()[-500:]}")
+            raise SystemExit(f"{cmd[:3]} exited {done.returncode}: {done.stderr.decode()[-500:]}")
     return round(statistics.median(times) * 1000, 1)
+
+
+def status_latency(b: Bench, name: str) -> dict[str, float]:
+    """`samocode status`: the whole process, and the report itself (reading and rendering, in
+    process, imports done), each a median."""
+    cmd = [sys.executable, str(REPO / "main.py"), "status", "--config", str(b.config), "--session", name]
+    from worker import commands, session, status
+    from worker.config import load_project
+
+    project = load_project(b.config)
+    paths = session.find_existing(project.sessions, name)
+    times = []
+    for _ in range(9):
+        t0 = time.perf_counter()
+        status.render_text(commands.report(project, paths))
+        times.append(time.perf_counter() - t0)
+    return {"process_ms": wall_ms(cmd, b.env), "report_ms": round(statistics.median(times) * 1000, 2)}
 
 
 def upstream_copy(source: Path, into: Path) -> Path:
@@ -187,11 +207,22 @@ def upstream_copy(source: Path, into: Path) -> Path:
 
 
 def compare(b: Bench, upstream: Path | None) -> dict[str, object]:
-    """samocode and the upstream worker side by side, in the same run, on the same sessions."""
+    """samocode and the upstream worker side by side, in the same run, on the same sessions; their
+    runs alternate, so that the machine's load drifts over both alike."""
+    workers = {"samocode": (REPO / "main.py", 4)} | ({"upstream": (upstream, 0)} if upstream else {})
+    sizes = {"empty": 0, "flow_10k": FLOW_LINES}
+    samples: dict[tuple[str, str], dict[str, list[float]]] = {}
+    for _ in range(REPEATS):
+        for label, lines in sizes.items():
+            for who, (main, expect) in workers.items():
+                run = one_run(b, main, expect, lines)
+                into = samples.setdefault((who, label), {})
+                for key, values in run.items():
+                    into.setdefault(key, []).extend(values)
     table: dict[str, object] = {}
-    for label, lines in (("empty", 0), ("flow_10k", FLOW_LINES)):
-        ours = side(b, REPO / "main.py", 4, lines)
-        theirs = side(b, upstream, 0, lines) if upstream else None
+    for label in sizes:
+        ours = figures(samples[("samocode", label)])
+        theirs = figures(samples[("upstream", label)]) if upstream else None
         table[label] = {
             key: {
                 "samocode": value,
@@ -201,14 +232,15 @@ def compare(b: Bench, upstream: Path | None) -> dict[str, object]:
             for key, value in ours.items()
         }
     for key in table["empty"]:
-        base = table["empty"][key]["samocode"]
-        big = table["flow_10k"][key]["samocode"]
-        table["flow_10k"][key]["vs_empty"] = round(big / base, 2) if base else None
+        for who in workers:
+            base, big = table["empty"][key][who], table["flow_10k"][key][who]
+            table["flow_10k"][key][f"{who}_vs_empty"] = round(big / base, 2) if base else None
     b.session("status-empty")
     b.session("status-10k", FLOW_LINES)
-    table["status_ms"] = {
+    table["status"] = {
         "empty": status_latency(b, "status-empty"),
         "flow_10k": status_latency(b, "status-10k"),
+        "python_itself_ms": wall_ms([sys.executable, "-c", "pass"], b.env),
     }
     table["overview_bytes_10k"] = (b.sessions / "status-10k" / "_overview.md").stat().st_size
     return table
