@@ -36,16 +36,19 @@ REPO = Path(__file__).resolve().parents[2]
 TASK = "Add feature.txt"
 CLI_TIMEOUT = 600  # a whole session through both gates takes about 1-2 minutes here
 OUTLIVE_TIMEOUT = 180
+DONE_ITERATION_S = 4  # longer than watch's 1 s poll
 
 
 def child_script(prompt: str) -> list:
-    """The children of test_worker_real_cli, plus the summary file the done phase writes."""
+    """The children of test_worker_real_cli, plus the summary file the done phase writes. The done
+    iteration takes a few seconds, so the parent sees `Phase: done` while the worker still runs."""
     ctx = parse_session_context(prompt)
     actions = phase_script(prompt)
     if ctx.phase == "done" and ctx.session_dir is not None:
         prefix = ctx.fields.get("Artifact prefix", "00-00-00:00")
         summary = ctx.session_dir / f"{prefix}-summary.md"
-        return [Shell(f"printf '# Summary\\nfeature.txt added\\n' > '{summary}'"), *actions]
+        write = f"sleep {DONE_ITERATION_S}; printf '# Summary\\nfeature.txt added\\n' > '{summary}'"
+        return [Shell(write), *actions]
     return actions
 
 
@@ -179,6 +182,13 @@ def assert_parent_kept_to_the_protocol(calls: list[ToolCall]) -> None:
         assert call.result is not None and len(call.result.encode()) < 1024, call.result
 
 
+def at_done_running(report: str) -> bool:
+    lines = report.splitlines()
+    return any(x.startswith("Phase: done") for x in lines) and any(
+        x.startswith("Worker: running") for x in lines
+    )
+
+
 def session_dir(sessions: Path) -> Path:
     (found,) = [p for p in sessions.iterdir() if p.is_dir()]
     return found
@@ -284,6 +294,13 @@ def test_parent_follows_the_skill_through_both_gates_to_done(
     subs = [subcommand(c) for c in calls if subcommand(c)]
     assert subs.count("start") == 3 and "approve" in subs and "answer" in subs, subs
     assert "stop" not in subs
+    # The phase said done before the done iteration ran: the parent watched on until the worker stopped.
+    samocode = [c for c in calls if subcommand(c)]
+    early = [
+        i for i, c in enumerate(samocode) if subcommand(c) == "watch" and at_done_running(c.result or "")
+    ]
+    assert early, "no watch saw phase done with the worker running"
+    assert all(subcommand(samocode[i + 1]) == "watch" for i in early)
     assert wait_for_no_worker(config) == []
     if how == "marketplace":  # the launcher used the ready venv: no pip run rebuilt it
         data = bootstrap.plugin_data_dir(checkout, {"HOME": str(home)})
