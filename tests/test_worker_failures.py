@@ -360,3 +360,47 @@ def test_a_hang_up_stops_the_run_and_is_told_apart_from_termination(project, sig
     last = history(project.session_dir("s20"))[-1]
     assert last["event"] == "interrupted" and name in json.dumps(last), last
     assert _sleepers(project.root) == []  # the child's own-session sleeper went with it
+
+
+def test_ctrl_c_while_the_child_rewrites_the_overview_loses_nothing(project):
+    tear = {"tear_overview": True, "pause_after_signal": 30}
+    block = {"signal": {"status": "blocked", "reason": "stop here", "needs": "human_decision"}}
+    project.scenario(sequence=[tear, block])
+    proc = project.start("--config", str(project.config), "--session", "s21")
+    try:
+        deadline = time.monotonic() + 20
+        folder = None
+        while time.monotonic() < deadline:
+            folder = next(project.sessions.iterdir(), None) if project.sessions.is_dir() else None
+            overview_file = folder / "_overview.md" if folder else None
+            if overview_file and overview_file.exists() and "## Files" not in overview_file.read_text():
+                break  # torn: the file's end is missing
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, out + err
+    assert folder is not None
+    restored = [r for r in history(folder) if r.get("event") == "overview_restored"]
+    assert len(restored) == 1, history(folder)
+    copies = list(folder.glob("_overview.unusable-*.md"))
+    assert len(copies) == 1  # the torn bytes are kept for the human, as they were
+    assert (folder / "_overview.md").read_text().startswith(copies[0].read_text())
+    again = project.worker("s21")  # the restart goes on from the restored overview
+    assert again.returncode == 4 and "stop here" in again.stderr, again.stdout + again.stderr
+    text = (folder / "_overview.md").read_text()
+    assert "## Task" in text and "the child" not in text.split("## Status")[0]
+
+
+def test_a_child_that_breaks_the_overview_but_signals_still_moves_the_session(project):
+    broke = {"tear_overview": True, "signal": {"status": "continue", "phase": "requirements"}}
+    block = {"signal": {"status": "blocked", "reason": "stop here", "needs": "human_decision"}}
+    project.scenario(sequence=[broke, block])
+    result = project.worker("s22")
+    assert result.returncode == 4, result.stdout + result.stderr
+    folder = project.session_dir("s22")
+    assert parse((folder / "_overview.md").read_text()).get("phase") == "requirements"
+    assert any(r.get("event") == "overview_restored" for r in history(folder))

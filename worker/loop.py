@@ -159,7 +159,7 @@ class _Loop:
             state = ov.state()
         except OverviewError as exc:
             return self._stop_unreadable(exc.reason)
-        history = journal.load_history(self.paths)
+        history = journal.load_history(self.paths, limit=journal.RECENT)
         passed = gate.check(ov, state, history, self.paths.qa)
         if passed.stop is not None:
             return self._outcome(passed.stop, passed.message)
@@ -167,11 +167,12 @@ class _Loop:
             self._note(outcomes.wait_ended(state, passed.ended_wait, self.rt.now()))
         if (was := gate.phase_set_by_hand(state, history)) is not None:
             self._note(outcomes.phase_set_by_hand(state, was, self.rt.now()))
-        self.spend = rails.Spend.from_history(history)
+        self.spend = journal.load_spend(self.paths)
         self.stall.start(hist.last_decision(history), state.phase.value)
         while True:
             try:
-                state = self.ws.read().state()
+                ov = self.ws.read()
+                state = ov.state()
             except OverviewError as exc:
                 return self._stop_unreadable(exc.reason)
             if self.rt.stop.is_set():
@@ -185,13 +186,13 @@ class _Loop:
                     ExitCode.LIMIT, f"stopped after {self.iterations_run} iterations (--max-iterations)"
                 )
             self.rt.ready()
-            outcome = self._iteration(state)
+            outcome = self._iteration(state, ov.text)
             if outcome is not None:
                 return outcome
 
     # -- one iteration -----------------------------------------------------------------------
 
-    def _iteration(self, state: SessionState) -> Outcome | None:
+    def _iteration(self, state: SessionState, before: str) -> Outcome | None:
         iteration_id, tag = os.urandom(6).hex(), os.urandom(8).hex()  # not `secrets`: 5 ms of imports
         marker = {"id": iteration_id, "tag": tag, "phase": state.phase.value, "iteration": state.iteration}
         journal.write_marker(self.paths, {**marker, "total": state.total, "worker": os.getpid()})
@@ -206,6 +207,8 @@ class _Loop:
                 stop = worker_stop(state, Verdict.BLOCKED, str(exc))
                 return self._finish(state, stop, None, iteration_id, started, tries, {})
             self.rt.log(attempt.summary())
+            if restored := self.ws.restore_if_broken(before, f"{state.total + 1:03d}-{iteration_id}"):
+                self._note(outcomes.overview_restored(state, *restored, self.rt.now()))
             record = attempt.record
             tries.add(record)
             if record.failure is Failure.INTERRUPTED or self.rt.stop.is_set():

@@ -240,6 +240,15 @@ def wait_ended(state: SessionState, wait: str, now: dt.datetime) -> Change:
     )
 
 
+def overview_restored(state: SessionState, reason: str, copy: str, now: dt.datetime) -> Change:
+    """The child left the overview unusable; the worker put back the copy from before the attempt."""
+    return Change(
+        {"time": stamp(now), "event": "overview_restored", "phase": state.phase.value, "reason": reason},
+        {},
+        [flow_line(state.total, now, f"_overview.md was unusable ({reason}); restored -> {copy}")],
+    )
+
+
 def phase_set_by_hand(state: SessionState, was: str, now: dt.datetime) -> Change:
     """The Phase line was edited outside the worker: honour it, and count its iterations from 1."""
     return Change(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import os
 from collections.abc import Callable
 
 from worker import gitops, overview
@@ -75,6 +77,25 @@ class Workspace:
 
     def read(self) -> overview.Overview:
         return overview.parse(read_overview(self.paths.overview))
+
+    def restore_if_broken(self, before: str, label: str) -> tuple[str, str] | None:
+        """After an attempt: an overview the child left unusable (torn by a kill mid-write, its
+        Status section gone) is put back as it was before the attempt, and the child's copy kept
+        beside it. Returns (why it was unusable, the copy's name), or None when it is usable."""
+        try:
+            self.read()
+            return None
+        except overview.OverviewError as exc:
+            reason = exc.reason
+        copy = self.paths.dir / f"_overview.unusable-{label}.md"
+        try:
+            with overview.locked(self.paths.dir):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(self.paths.overview, copy)
+                overview.write_atomic(self.paths.overview, before)
+        except OSError as exc:
+            raise JournalError(f"cannot restore {self.paths.overview.name}: {exc.strerror}") from None
+        return reason, copy.name
 
 
 def branch_name(prefix: str, session: str) -> str:

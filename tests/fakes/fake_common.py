@@ -111,6 +111,10 @@ def perform(action, ctx):
             subprocess.run(["git", "-C", work, "add", "-A"], check=True)
             subprocess.run(["git", "-C", work, "commit", "-qm", "fake change"], check=True)
         done.append("commit code")
+    if action.get("tear_overview"):  # killed mid-write: only the start of the file is there
+        data = Path(ov_path).read_bytes()
+        Path(ov_path).write_bytes(data[: len(data) * 2 // 5])
+        done.append("tear _overview.md")
     if action.get("remove_worktree") and work:  # the child (or its user) deletes the tree it works in
         shutil.rmtree(work, ignore_errors=True)
         done.append("remove the working tree")
