@@ -26,7 +26,8 @@ def test_append_closes_a_torn_line_and_read_skips_it(tmp_path):
     path = tmp_path / "h.jsonl"
     path.write_bytes(b'{"event": "x"}\n{"torn": ')
     history.append(path, {"event": "approved"})
-    assert path.read_bytes().splitlines()[1:] == [b'{"torn": ', b'{"event": "approved"}']
+    lines = path.read_bytes().splitlines()
+    assert lines[1] == b'{"torn": ' and json.loads(lines[2])["event"] == "approved"
     assert [r["event"] for r in history.read(path)] == ["x", "approved"]
 
 
@@ -237,3 +238,44 @@ def test_a_fifo_overview_never_hangs_the_session_list(project):
     unreadable = [line for line in result.stdout.splitlines() if "not a regular file" in line]
     assert len(unreadable) == 1 and "ok" in result.stdout, result.stdout
     assert "Traceback" not in result.stderr
+
+
+# -- running totals: the spend without summing a history that grows ------------------------------------
+
+
+def test_every_line_carries_the_running_totals(tmp_path):
+    path = tmp_path / "h.jsonl"
+    history.append(path, {"phase": "planning", "cost_usd": 0.25, "tokens_in": 100, "tokens_out": 10})
+    history.append(path, {"event": "approved"})
+    path.write_bytes(path.read_bytes() + b'{"torn": ')
+    history.append(path, {"phase": "implementation", "cost_usd": 0.5, "tokens_in": 50})
+    sums = [r["sums"] for r in history.read(path)]
+    costs = {"planning": 0.25, "implementation": 0.5}
+    assert sums[-1] == {"cost_usd": costs, "tokens_in": 150, "tokens_out": 10}
+    assert sums[1] == sums[0]  # a line without cost carries the totals on
+    assert history.totals(path) == sums[-1]
+    assert history.totals(tmp_path / "none.jsonl") == {"cost_usd": {}, "tokens_in": None, "tokens_out": None}
+
+
+def test_a_history_from_before_the_totals_is_summed_once(tmp_path, monkeypatch):
+    path = tmp_path / "h.jsonl"
+    old = [{"phase": "testing", "cost_usd": 0.5, "tokens_out": 7}] * 3
+    path.write_text("".join(json.dumps(r) + "\n" for r in old) + "junk\n")
+    assert history.totals(path)["cost_usd"] == {"testing": 1.5}  # summed: no line has totals
+    history.append(path, {"phase": "testing", "cost_usd": 0.5})
+    monkeypatch.setattr(history, "_all", lambda fd: pytest.fail("read the whole history"))
+    history.append(path, {"phase": "done", "cost_usd": 1.0})
+    expected = {"cost_usd": {"testing": 2.0, "done": 1.0}, "tokens_in": None, "tokens_out": 21}
+    assert history.totals(path) == expected
+
+
+def test_status_spend_comes_from_the_newest_line_not_a_long_history(project, monkeypatch):
+    from worker import status
+
+    folder = make(project, "long", {})
+    for i in range(3000):
+        record = {"phase": "implementation", "cost_usd": 0.01, "n": i}
+        history.append(folder / "_signal_history.jsonl", record)
+    monkeypatch.setattr(history, "_all", lambda fd: pytest.fail("read the whole history"))
+    report = status.build(status.SessionPaths(folder), {"error": "x"})
+    assert report.spend_usd == pytest.approx(30.0)

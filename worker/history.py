@@ -3,6 +3,10 @@
 The worker and every parent command append through `append`, which survives a torn last line; the
 questions asked of the history (the last decision, what it waits for, whether a human acted since,
 whether the plan waits for approval) are answered here and nowhere else.
+
+Every line carries the session's running totals (`sums`: spend per phase, tokens in and out), so
+that the spend is read from the newest line instead of summed over a history that grows with the
+session. A history written before them is summed once, by the first append that finds none.
 """
 
 from __future__ import annotations
@@ -19,15 +23,22 @@ HUMAN_EVENTS = frozenset({"approved", "resumed", "answered", "unblocked"})
 PLAN_APPROVAL = "plan_approval"
 _PLAN_WORDS = re.compile(r"plan[\s_-]*approv|approv\w*\s+(?:of\s+)?(?:the\s+|this\s+)?plan", re.IGNORECASE)
 _TAIL_CHUNK = 64 * 1024
+SUMS = "sums"
+_TOKENS = ("tokens_in", "tokens_out")
 
 
 def append(path: Path, record: Mapping[str, object]) -> None:
     """Append one JSON line. A torn last line (a crash mid-write) is closed first, so it stays one
     unreadable line instead of swallowing this one. OSError on failure. No fsync: see `journal`."""
-    line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
         size = os.fstat(fd).st_size
+        newest = _newest(fd, size)
+        base = newest.get(SUMS) if newest is not None else None
+        if newest is not None and not isinstance(base, dict):  # written before the totals
+            base = sums_of(_records(_all(fd)))
+        record = {**record, SUMS: add(base, record)}
+        line = (json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n").encode("utf-8")
         if size and os.pread(fd, 1, size - 1) != b"\n":
             line = b"\n" + line
         view = memoryview(line)
@@ -45,9 +56,57 @@ def read(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
     except FileNotFoundError:
         return []
     try:
-        data = _tail(fd, limit) if limit else b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+        data = _tail(fd, limit) if limit else _all(fd)
     finally:
         os.close(fd)
+    return _records(data)
+
+
+def totals(path: Path) -> dict[str, Any]:
+    """The session's running totals (see `add`) from the newest line, or summed over the whole
+    history when that line has none (a history from before them). OSError when unreadable."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return add(None, {})
+    try:
+        newest = _newest(fd, os.fstat(fd).st_size)
+        if newest is not None and isinstance(newest.get(SUMS), dict):
+            return add(newest[SUMS], {})
+        return sums_of(_records(_all(fd)))
+    finally:
+        os.close(fd)
+
+
+def add(sums: Mapping[str, Any] | None, record: Mapping[str, Any]) -> dict[str, Any]:
+    """The running totals after `record`: its cost under its phase, its tokens (each attempt's
+    cost appears in one line only, so every line counts). None where nothing was ever reported."""
+    sums = sums or {}
+    cost = {str(k): float(v) for k, v in (sums.get("cost_usd") or {}).items() if _number(v)}
+    out: dict[str, Any] = {"cost_usd": cost}
+    for key in _TOKENS:
+        out[key] = int(sums[key]) if _number(sums.get(key)) else None
+    if _number(value := record.get("cost_usd")):
+        phase = str(record.get("phase"))
+        cost[phase] = cost.get(phase, 0.0) + float(value)
+    for key in _TOKENS:
+        if _number(value := record.get(key)):
+            out[key] = (out[key] or 0) + int(value)
+    return out
+
+
+def sums_of(records: list[dict]) -> dict[str, Any]:
+    sums = add(None, {})
+    for record in records:
+        sums = add(sums, record)
+    return sums
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _records(data: bytes) -> list[dict[str, Any]]:
     records = []
     for line in data.splitlines():
         try:
@@ -57,6 +116,30 @@ def read(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
         if isinstance(record, dict):
             records.append(record)
     return records
+
+
+def _all(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    return b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+
+
+def _newest(fd: int, end: int) -> dict | None:
+    """The newest readable record, read backwards from `end` (torn or junk lines skipped)."""
+    size = _TAIL_CHUNK
+    while end:
+        start = max(0, end - size)
+        lines = os.pread(fd, end - start, start).split(b"\n")
+        for line in reversed(lines[1:] if start else lines):
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                return record
+        if not start:
+            return None
+        size *= 4
+    return None
 
 
 def _tail(fd: int, limit: int) -> bytes:

@@ -36,10 +36,12 @@ from pathlib import Path
 
 from worker import flowlog, history, overview
 from worker.overview import OverviewError
-from worker.rails import crash_point
+from worker.rails import Spend, crash_point
 from worker.session import SessionPaths
 from worker.signals import MAX_SIGNAL_BYTES, WaitFor, clear_signal
 
+# History lines a start reads (the last decision, wait and phase); spend comes from the totals.
+RECENT = 500
 # Journaled events after which the iteration is over: replaying one completes the iteration.
 FINAL_EVENTS = frozenset({"interrupted", "provider_failed"})
 _TMP = re.compile(r"^\.(?:_overview\.md|\.samocode\.iteration\.json)\.(?P<pid>\d+)\.tmp$")
@@ -90,6 +92,15 @@ def load_history(paths: SessionPaths, limit: int | None = None) -> list[dict]:
         return history.read(paths.history, limit)
     except OSError as exc:
         raise JournalError(f"cannot read {paths.history.name}: {exc.strerror}") from None
+
+
+def load_spend(paths: SessionPaths) -> Spend:
+    """The session's spend so far, from the history's running totals (not a sum over every line)."""
+    try:
+        costs = history.totals(paths.history)["cost_usd"]
+    except OSError as exc:
+        raise JournalError(f"cannot read {paths.history.name}: {exc.strerror}") from None
+    return Spend(dict(costs), bool(costs))
 
 
 def check_lock(paths: SessionPaths) -> None:

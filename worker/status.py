@@ -27,6 +27,7 @@ from worker.streamview import last_limits, last_stream_problem, limits_text
 
 MAX_BYTES = 1000  # the parent reads the report every minute; keep it well under 1 KiB
 _COMPACT = (",", ":")  # JSON without the spaces: some 80 bytes of the budget for the content
+HISTORY_TAIL = 500  # lines read for the last decision, wait, limits and stream problem
 POLL = 1.0  # seconds between watch's looks at the overview and the lease
 START_GRACE = 10.0  # how long watch waits for a worker (or a new session's folder) to appear
 _WORKING_DIR = re.compile(r"^Working Dir:[ \t]*(?P<dir>.+?)[ \t]*$", re.MULTILINE)
@@ -134,16 +135,10 @@ def last_run(paths: SessionPaths, waiting: str | None) -> LastRun | None:
     return LastRun(record.code, record.outcome, record.message, record.ended_at, why)
 
 
-def _spend(history: list[dict]) -> tuple[float | None, int | None, int | None]:
-    """Sums over every record, as the worker counts them (each attempt's cost once)."""
-    sums: list[float | None] = [None, None, None]
-    for record in history:
-        for i, key in enumerate(("cost_usd", "tokens_in", "tokens_out")):
-            value = record.get(key)
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                sums[i] = (sums[i] or 0) + value
-    cost, tin, tout = sums
-    return cost, None if tin is None else int(tin), None if tout is None else int(tout)
+def _spend(sums: dict[str, Any]) -> tuple[float | None, int | None, int | None]:
+    """The session's spend and tokens from the history's running totals (see `history.add`)."""
+    costs = sums["cost_usd"]
+    return (sum(costs.values()) if costs else None), sums["tokens_in"], sums["tokens_out"]
 
 
 def newest_plan(session_dir: Path) -> str | None:
@@ -171,12 +166,13 @@ def build(paths: SessionPaths, rails: dict[str, Any], workdir_fallback: Path | N
         ov = overview.parse(text)
     except OverviewError as exc:
         problem = exc.reason
-    try:
-        history = hist.read(paths.history)
+    try:  # the newest lines and the running totals: nothing that grows with the session
+        history = hist.read(paths.history, limit=HISTORY_TAIL)
+        sums = hist.totals(paths.history)
     except OSError:  # a directory there, say: the report shows what it can
-        history = []
+        history, sums = [], hist.add(None, {})
     waiting = waiting_for(ov, history, paths)
-    spend, tokens_in, tokens_out = _spend(history)
+    spend, tokens_in, tokens_out = _spend(sums)
     workdir = _working_dir(text, ov.status.start if ov else min(len(text), 8192), workdir_fallback)
     flow: list[str] = []
     if text:
