@@ -27,7 +27,7 @@ from worker.streamview import last_limits, last_stream_problem, limits_text
 
 MAX_BYTES = 1000  # the parent reads the report every minute; keep it well under 1 KiB
 _COMPACT = (",", ":")  # JSON without the spaces: some 80 bytes of the budget for the content
-HISTORY_TAIL = 500  # lines read for the last decision, wait, limits and stream problem
+HISTORY_TAIL = 200  # lines read for the last decision, wait, limits and stream problem
 POLL = 1.0  # seconds between watch's looks at the overview and the lease
 START_GRACE = 10.0  # how long watch waits for a worker (or a new session's folder) to appear
 _WORKING_DIR = re.compile(r"^Working Dir:[ \t]*(?P<dir>.+?)[ \t]*$", re.MULTILINE)
