@@ -247,18 +247,20 @@ def test_max_turns_keeps_the_cost_on_both_shapes():
 
 
 @pytest.mark.parametrize(
-    ("subtype", "terminal"),
+    ("subtype", "terminal", "failure"),
     [
-        ("error_max_budget_usd", "budget_exhausted"),
-        ("error_max_structured_output_retries", "structured_output_retry_exhausted"),
+        ("error_max_budget_usd", "budget_exhausted", Failure.BUDGET),
+        ("error_max_budget_usd", None, Failure.BUDGET),  # 2.1.197 has no terminal_reason for it
+        ("error_max_structured_output_retries", "structured_output_retry_exhausted", Failure.EXIT),
     ],
 )
-def test_the_clis_own_stops_are_an_unexplained_exit_with_their_reason(subtype, terminal):
-    """The worker sets neither --max-budget-usd nor --json-schema: retried, with the CLI's words kept."""
+def test_the_clis_own_stops_keep_their_reason(subtype, terminal, failure):
+    """--max-budget-usd's stop is a budget stop (blocked, never retried); giving up on --json-schema
+    is retried like an unexplained exit. The CLI's words are kept."""
     record = feed(
         late_type(result(subtype=subtype, terminal_reason=terminal, errors=["Reached maximum budget ($0.5)"]))
     )
-    assert record.failure is Failure.EXIT and record.message == "Reached maximum budget ($0.5)"
+    assert record.failure is failure and record.message == "Reached maximum budget ($0.5)"
 
 
 @pytest.mark.parametrize("version", ["2.1.197", "2.1.332"])

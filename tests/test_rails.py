@@ -99,15 +99,18 @@ def test_the_session_budget_blocks_with_needs_budget_before_the_next_iteration(p
 
 
 def test_a_phase_budget_stops_the_phase_that_spent_it(project):
-    move = {"signal": {"status": "continue", "phase": "requirements"}}
+    cheap = {"result": {"total_cost_usd": 0.008}}
+    move = {"signal": {"status": "continue", "phase": "requirements"}, **cheap}
     stay = {"signal": {"status": "continue", "phase": "requirements"}}
-    project.scenario(sequence=[STAY, move], by_phase={"requirements": stay})
+    project.scenario(sequence=[{**STAY, **cheap}, move], by_phase={"requirements": stay})
     result = project.worker("phase-budget", env={"SAMOCODE_MAX_PHASE_COST_USD": "0.02"})
     assert result.returncode == 4, result.stderr
     assert "phase requirements spend $0.03 reached SAMOCODE_MAX_PHASE_COST_USD $0.02" in result.stderr
-    assert len(project.records()) == 4  # investigation spent $0.025 too, but moved on before its check
+    # investigation spent $0.016 of its own $0.02; requirements' second call went past its cap inside
+    # the iteration (Claude's --max-budget-usd got the $0.0075 left) and the session blocked there.
+    assert len(project.records()) == 4
     ov = overview(project.session_dir("phase-budget"))
-    assert ov.get("total cost") == "$0.05 (investigation $0.03, requirements $0.03)"
+    assert ov.get("total cost") == "$0.04 (investigation $0.02, requirements $0.03)"
 
 
 # -- stall breaker -----------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ class Request:
     previous: str  # what this attempt is told about the one before
     tag: str  # carried by every process of the attempt, for the sweep
     now: dt.datetime
+    budget_usd: float | None = None  # left of the spend caps, for a CLI that can stop on it
 
 
 def run_attempt(
@@ -89,7 +90,12 @@ def run_attempt(
         paths.logs.mkdir(exist_ok=True)
         prepared = provider.prepare(
             IterationRequest(
-                prompt.load_workflow(), prompt.session_context(ctx), agent, ws.working_dir, paths.logs
+                prompt.load_workflow(),
+                prompt.session_context(ctx),
+                agent,
+                ws.working_dir,
+                paths.logs,
+                req.budget_usd,
             )
         )
         log_path, log_fd = process.open_exclusive(base)

@@ -200,7 +200,10 @@ class _Loop:
         tries = _Tries()
         started = time.monotonic()
         while True:
-            request = Request(state, self.options.task, self.options.dive, tries.previous, tag, self.rt.now())
+            budget = self.spend.remaining(state.phase.value, self.settings)
+            request = Request(
+                state, self.options.task, self.options.dive, tries.previous, tag, self.rt.now(), budget
+            )
             try:
                 attempt = run_attempt(self.ws, self.rt.provider, self.settings, self.rt.stop, request)
             except SignalStuck as exc:
@@ -241,6 +244,13 @@ class _Loop:
         if failure is Failure.USAGE_LIMIT:
             tries.usage_hits += 1
             tries.failures, tries.previous = 0, ""
+        if failure is Failure.BUDGET:  # the CLI stopped at the budget it was given: never retried
+            reason = self.spend.over_budget(state.phase.value, self.settings) or (
+                f"{self.rt.provider.name} stopped at the remaining budget: {record.message[:200]}"
+            )
+            return self._finish(
+                state, blocked_for(state, reason, Need.BUDGET), None, iteration_id, started, tries, {}
+            )
             return self._wait_for_usage(state, iteration_id, record, tries, started)
         if failure is None:
             tries.invalid += 1

@@ -1,7 +1,8 @@
 """The rails of an unattended run: small policies the loop consults, one per concern.
 
 - `Spend`: cost per phase and per session from the provider records; the budget caps
-  (SAMOCODE_MAX_COST_USD, SAMOCODE_MAX_PHASE_COST_USD) checked before an iteration starts.
+  (SAMOCODE_MAX_COST_USD, SAMOCODE_MAX_PHASE_COST_USD) checked before an iteration starts, and what
+  is left of them (passed to Claude as --max-budget-usd, which stops inside an iteration).
 - `StallBreaker`: SAMOCODE_STALL_ITERATIONS same-phase iterations in a row that change nothing
   (no commit, no working-tree change, no session-file change) block the session, with evidence.
 - `plan_usage_wait`: how long to wait for a usage-limit reset, and whether that is past
@@ -85,6 +86,16 @@ class Spend:
         if phase_cap and spent >= phase_cap:
             return f"phase {phase} spend ${spent:.2f} reached SAMOCODE_MAX_PHASE_COST_USD ${phase_cap:.2f}"
         return ""
+
+    def remaining(self, phase: str, settings: Settings) -> float | None:
+        """What is left of the tighter of the two caps (None when neither is set); what Claude is
+        given as --max-budget-usd, so a budget is also held inside an iteration."""
+        left = []
+        if settings.max_cost_usd:
+            left.append(settings.max_cost_usd - self.total)
+        if settings.max_phase_cost_usd:
+            left.append(settings.max_phase_cost_usd - self.by_phase.get(phase, 0.0))
+        return max(min(left), 0.0) if left else None
 
     def overview_text(self) -> str:
         """'$1.23 (implementation $0.80, testing $0.43)': the Total Cost field."""

@@ -23,6 +23,8 @@ null to print none), rate_limit (resetsAt seconds from now: a rejected rate_limi
 pause_after_signal (s to sleep after the signal is written, before the result), ignore_term (bool:
 SIGTERM is ignored), signal_as ("fifo" | "dir" | "symlink:<target>" | "mb:<N>" | "hex:<bytes>":
 `_signal.json` made into that instead of a small text file).
+Like the CLI, `--max-budget-usd B` with a cost above B ends the run `error_max_budget_usd` (exit 1)
+before the action's work is done.
 """
 
 import json
@@ -94,7 +96,14 @@ def main():
         emit(rate_limit_event("allowed", action["limits"], 3600))
     if action.get("rate_limit") is not None:
         emit(rate_limit_event("rejected", {"five_hour": 1.0}, float(action["rate_limit"])))
-    perform(action, ctx)
+    budget = flag_value("--max-budget-usd")
+    cost = (action.get("result") or {}).get("total_cost_usd", 0.0125)
+    over_budget = budget is not None and isinstance(cost, (int, float)) and cost > float(budget)
+    if over_budget:
+        # Like the CLI: the call that went past the budget ends the run before the work is done.
+        action = {**action, "exit": 1, "result": {**(action.get("result") or {}), **budget_stop(budget)}}
+    else:
+        perform(action, ctx)
     if action.get("signal_as") and ctx["Session Dir"]:
         odd_signal(action["signal_as"], ctx["Session Dir"])
     time.sleep(float(action.get("pause_after_signal", 0)))
@@ -126,6 +135,25 @@ def main():
     if result is not None:
         emit(shaped_result(result, action.get("rate_limit") is not None))
     sys.exit(int(action.get("exit", 0)))
+
+
+def flag_value(name):
+    """The value after `name` in argv, or None."""
+    argv = sys.argv[1:]
+    return argv[argv.index(name) + 1] if name in argv[:-1] else None
+
+
+def budget_stop(budget):
+    """The result fields of a run the CLI stopped at --max-budget-usd (both versions; 2.1.332 adds
+    terminal_reason budget_exhausted)."""
+    fields = {
+        "subtype": "error_max_budget_usd",
+        "is_error": True,
+        "errors": [f"Reached maximum budget (${budget})"],
+    }
+    if NEW:
+        fields["terminal_reason"] = "budget_exhausted"
+    return fields
 
 
 NEW = os.environ.get("FAKE_CLAUDE_VERSION", "2.1.197") != "2.1.197"

@@ -44,6 +44,7 @@ class Failure(str, enum.Enum):
     REFUSED = "refused"  # the CLI refused to start (nested session, root without sandbox): stop
     API_ERROR = "api_error"  # other API failure (timeouts, connection): retry
     MAX_TURNS = "max_turns"
+    BUDGET = "budget"  # the CLI stopped at the budget it was given (--max-budget-usd): block, no retry
     EXIT = "exit"  # non-zero exit without a recognisable cause: retry
     NO_RESULT = "no_result"  # the stream ended without its final event: retry
     TIMEOUT = "timeout"
@@ -73,6 +74,7 @@ class IterationRequest:
     agent: AgentSpec
     cwd: Path
     scratch: Path  # a folder (the session's _logs) where a provider may keep files its CLI reads
+    budget_usd: float | None = None  # what is left of the tighter spend cap; None = no cap
 
 
 @dataclass(frozen=True)

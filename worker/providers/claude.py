@@ -56,9 +56,18 @@ class ClaudeProvider:
         ]
         if agent.tools:
             argv += ["--tools", ",".join(agent.tools)]
+        if request.budget_usd is not None:
+            # The CLI checks it after each model call: a run may overshoot by one call's cost.
+            argv += ["--max-budget-usd", budget_flag(request.budget_usd)]
         return Prepared(
             argv=tuple(argv), env=child_env(os.environ), prompt=compose(request.workflow, request.context)
         )
 
     def parser(self) -> ClaudeStream:
         return ClaudeStream()
+
+
+def budget_flag(remaining: float) -> str:
+    """The remaining budget as the flag's value, rounded down to 1/100 cent (never zero: a session
+    with nothing left is stopped before the iteration starts)."""
+    return f"{max(int(remaining * 10_000) / 10_000, 0.0001):.4f}"

@@ -44,16 +44,10 @@ _NOT_LOGGED_IN = "not logged in"
 _AUTH_TYPES = ("authentication_error", "permission_error")
 _SERVER_TYPES = ("overloaded_error", "api_error")
 _SERVER_KINDS = ("server_error", "overloaded")
-# The CLI stopping on a limit of its own (--max-budget-usd, --json-schema retries): not set by the
-# worker, so not expected; retried like an unexplained exit.
-_SELF_STOPS = frozenset(
-    {
-        "error_max_budget_usd",
-        "error_max_structured_output_retries",
-        "budget_exhausted",
-        "structured_output_retry_exhausted",
-    }
-)
+# The CLI stopping at the budget the worker gave it (--max-budget-usd): a budget stop, not retried.
+_BUDGET_STOPS = frozenset({"error_max_budget_usd", "budget_exhausted"})
+# The CLI giving up on --json-schema (5 invalid StructuredOutput calls): retried like an unexplained exit.
+_SELF_STOPS = frozenset({"error_max_structured_output_retries", "structured_output_retry_exhausted"})
 
 
 @dataclass(frozen=True)
@@ -260,6 +254,8 @@ def classify(result: dict, api: ApiError, rejected: bool, text: str) -> Failure:
     subtype, terminal = _text(result.get("subtype")), _text(result.get("terminal_reason"))
     if subtype == "error_max_turns" or terminal == "max_turns":
         return Failure.MAX_TURNS
+    if subtype in _BUDGET_STOPS or terminal in _BUDGET_STOPS:
+        return Failure.BUDGET
     if api.error == "usage_limit_reached" or rejected:
         return Failure.USAGE_LIMIT
     if _is_auth(api, text):
