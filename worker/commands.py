@@ -35,6 +35,10 @@ _SUGGESTION = re.compile(
     r"(?P<value>.*?)[ \t]*$",
     re.I,
 )
+_HEADING = re.compile(r"^[ \t]*#{1,6}[ \t]*(?P<title>.+?)[ \t#]*$")
+_OPTION = re.compile(
+    r"^[ \t]*(?:[-*+][ \t]+)?\*{0,2}(?P<letter>[A-Z])[).:]\*{0,2}[ \t]+(?P<text>\S.*?)[ \t]*$"
+)
 WAITING = "_waiting_"
 
 
@@ -134,20 +138,29 @@ def _hint_for_phase(phase: Phase) -> str:
 # -- write commands ------------------------------------------------------------------------------
 
 
-def approve(paths: SessionPaths, now: dt.datetime) -> str:
-    """planning + waiting for plan approval + a plan file -> implementation, iteration 1."""
+def _waiting_plan(ov: Overview, phase: Phase, paths: SessionPaths, what: str) -> None:
+    """Refused unless the session is in planning and waits for plan approval."""
+    if phase is not Phase.PLANNING:
+        raise Refused(f"nothing to {what}: phase is {phase.value}, not planning; {_hint_for_phase(phase)}")
+    if not waits_for_plan_approval(ov, paths):
+        raise Refused(
+            f"nothing to {what}: phase is planning but the session does not wait for plan approval "
+            f"(Blocked: {ov.get('blocked') or '-'}, Next: {ov.get('next')[:80] or '-'}); "
+            "start the worker and let planning finish"
+        )
+
+
+def _by(via: str, command: str) -> str:
+    """Who acted, for the history and the Flow Log: the command, or the channel it came through."""
+    return via or f"samocode {command}"
+
+
+def approve(paths: SessionPaths, now: dt.datetime, via: str = "") -> str:
+    """planning + waiting for plan approval + a plan file -> implementation, iteration 1.
+    `via` names the channel when it is not the command line (e.g. "Telegram")."""
     with _leased(paths, "approve"):
         ov, phase, iteration, total = _state(paths)
-        if phase is not Phase.PLANNING:
-            raise Refused(
-                f"nothing to approve: phase is {phase.value}, not planning; {_hint_for_phase(phase)}"
-            )
-        if not waits_for_plan_approval(ov, paths):
-            raise Refused(
-                f"nothing to approve: phase is planning but the session does not wait for plan approval "
-                f"(Blocked: {ov.get('blocked') or '-'}, Next: {ov.get('next')[:80] or '-'}); "
-                "start the worker and let planning finish"
-            )
+        _waiting_plan(ov, phase, paths, "approve")
         plan = status.newest_plan(paths.dir)
         if plan is None:
             raise Refused(f"no plan file in {paths.dir}: planning has not produced a plan yet")
@@ -158,7 +171,7 @@ def approve(paths: SessionPaths, now: dt.datetime) -> str:
             "iteration": iteration,
             "total": total,
             "plan": Path(plan).name,
-            "by": "samocode approve",
+            "by": _by(via, "approve"),
         }
         _commit(
             paths,
@@ -172,9 +185,31 @@ def approve(paths: SessionPaths, now: dt.datetime) -> str:
                 "Last Action": "Plan approved for implementation",
                 "Next": "Execute first implementation phase",
             },
-            (_flow(total, now, "Plan approved for implementation via samocode approve"),),
+            (_flow(total, now, f"Plan approved for implementation via {_by(via, 'approve')}"),),
         )
     return f"plan approved ({Path(plan).name}): phase implementation; start the worker again"
+
+
+def revise(paths: SessionPaths, note: str, now: dt.datetime, via: str = "") -> str:
+    """The plan waiting for approval sent back to planning with the human's note (it becomes Next)."""
+    note = one_line(note, "--note")
+    with _leased(paths, "revise"):
+        ov, phase, _, total = _state(paths)
+        _waiting_plan(ov, phase, paths, "revise")
+        record = {"event": "changes_requested", "phase": phase.value, "note": note, "by": _by(via, "revise")}
+        _commit(
+            paths,
+            now,
+            record,
+            {
+                "Blocked": "no",
+                "Waiting For": None,
+                "Last Action": f"Plan changes requested: {note}",
+                "Next": f"Revise the plan: {note}",
+            },
+            (_flow(total, now, f"Plan changes requested via {_by(via, 'revise')}: {note}"),),
+        )
+    return "changes requested: planning revises the plan; start the worker again"
 
 
 def resume(paths: SessionPaths, goal: str, now: dt.datetime) -> str:
@@ -205,7 +240,7 @@ def resume(paths: SessionPaths, goal: str, now: dt.datetime) -> str:
     return "session reopened: phase investigation; start the worker again"
 
 
-def unblock(paths: SessionPaths, note: str, now: dt.datetime) -> str:
+def unblock(paths: SessionPaths, note: str, now: dt.datetime, via: str = "") -> str:
     """`Blocked: yes` cleared with the human's direction, which becomes Next."""
     note = one_line(note, "--note")
     with _leased(paths, "unblock"):
@@ -228,7 +263,8 @@ def unblock(paths: SessionPaths, note: str, now: dt.datetime) -> str:
             fields["Iteration"] = "1"
         budget = hist.pending_decision(_history(paths)).get("needs") == Need.BUDGET.value
         record = {"event": "unblocked", "phase": phase.value, "note": note, "iteration_reset": capped or None}
-        _commit(paths, now, record, fields, (_flow(total, now, f"Human direction: {note}"),))
+        said = f"Human direction via {via}: {note}" if via else f"Human direction: {note}"
+        _commit(paths, now, record | ({"via": via} if via else {}), fields, (_flow(total, now, said),))
     message = f"unblocked in phase {phase.value}; start the worker again"
     if budget:
         message += " (the spend cap still applies: raise SAMOCODE_MAX_COST_USD first or it blocks again)"
@@ -262,6 +298,8 @@ class Question:
     value_end: int
     answer: str
     suggestion: str
+    title: str = ""  # the heading above it, e.g. "Q1. Where should tokens be stored?"
+    options: tuple[tuple[str, str], ...] = ()  # ("A", "In memory"), ... as listed above it
 
     @property
     def waiting(self) -> bool:
@@ -269,9 +307,10 @@ class Question:
 
 
 def questions(text: str) -> list[Question]:
-    """One question per `**Answer:**` line; its suggestion is the last one above it."""
+    """One question per `**Answer:**` line; its suggestion, heading and lettered options are the
+    last ones above it (since the previous answer)."""
     found: list[Question] = []
-    suggestion = ""
+    suggestion, title, options = "", "", []
     pos = 0
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")
@@ -283,11 +322,17 @@ def questions(text: str) -> list[Question]:
                     pos + match.end("value"),
                     match.group("value"),
                     suggestion,
+                    title,
+                    tuple(options),
                 )
             )
-            suggestion = ""
+            suggestion, title, options = "", "", []
         elif match := _SUGGESTION.match(body):
             suggestion = match.group("value").strip("* ")
+        elif match := _HEADING.match(body):
+            title, options = match.group("title"), []
+        elif match := _OPTION.match(body):
+            options.append((match.group("letter"), match.group("text")))
         pos += len(line)
     return found
 
@@ -342,7 +387,7 @@ def parse_sets(values: list[str]) -> dict[int, str]:
     return given
 
 
-def answer(paths: SessionPaths, given: dict[int, str], accept: bool, now: dt.datetime) -> str:
+def answer(paths: SessionPaths, given: dict[int, str], accept: bool, now: dt.datetime, via: str = "") -> str:
     with _leased(paths, "answer"):
         try:
             text = paths.qa.read_text(encoding="utf-8")
@@ -351,7 +396,13 @@ def answer(paths: SessionPaths, given: dict[int, str], accept: bool, now: dt.dat
         except (OSError, UnicodeDecodeError) as exc:
             raise Refused(f"cannot read {paths.qa}: {exc}") from None
         new, answered, left = fill_answers(text, given, accept)
-        _commit(paths, now, {"event": "answered", "questions": answered, "accepted": accept or None})
+        record = {"event": "answered", "questions": answered, "accepted": accept or None}
+        if via:  # the command line leaves no Flow Log line; another channel says it was there
+            _, _, _, total = _state(paths)
+            flow = (_flow(total, now, f"Answered {_list(answered)} via {via}"),)
+            _commit(paths, now, record | {"via": via}, {}, flow)
+        else:
+            _commit(paths, now, record)
         with overview.locked(paths.dir):
             overview.write_atomic(paths.qa, new)
     message = f"answered {_list(answered)} in {paths.qa}"

@@ -111,3 +111,27 @@ def recent_commits(path: Path, count: int = 3) -> list[str]:
     except (OSError, subprocess.TimeoutExpired):
         return []
     return result.stdout.splitlines() if result.returncode == 0 else []
+
+
+def head(path: Path) -> str | None:
+    """The commit checked out in `path`, or None (no repository, no commit yet, no git)."""
+    try:
+        result = _git(path, "rev-parse", "--verify", "-q", "HEAD", timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def changes_since(path: Path, rev: str) -> tuple[int, int] | None:
+    """(files changed, commits) in `path` since commit `rev`: committed, staged, unstaged and new
+    files alike; None when git cannot tell."""
+    try:
+        commits = _git(path, "rev-list", "--count", f"{rev}..HEAD", timeout=10)
+        changed = _git(path, "diff", "--name-only", rev, timeout=10)
+        new = _git(path, "ls-files", "--others", "--exclude-standard", timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if commits.returncode or changed.returncode or new.returncode:
+        return None
+    files = set(changed.stdout.splitlines()) | set(new.stdout.splitlines())
+    return len(files), int(commits.stdout.strip() or 0)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 # Events the parent commands write: they end whatever the last decision waited for.
-HUMAN_EVENTS = frozenset({"approved", "resumed", "answered", "unblocked"})
+HUMAN_EVENTS = frozenset({"approved", "resumed", "answered", "unblocked", "changes_requested"})
 PLAN_APPROVAL = "plan_approval"
 _PLAN_WORDS = re.compile(r"plan[\s_-]*approv|approv\w*\s+(?:of\s+)?(?:the\s+|this\s+)?plan", re.IGNORECASE)
 _TAIL_CHUNK = 64 * 1024

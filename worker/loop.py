@@ -20,10 +20,11 @@ from pathlib import Path
 from worker import gate, journal, outcomes, process, rails
 from worker import history as hist
 from worker.attempt import Attempt, Request, SignalStuck, run_attempt
+from worker.brief import Briefer
 from worker.config import Project, Settings
 from worker.errors import ExitCode, SamocodeError
 from worker.journal import JournalError, stamp
-from worker.notify import Notifier, format_event
+from worker.notify import Notifier
 from worker.outcomes import Change, worker_stop
 from worker.overview import OverviewError
 from worker.phases import Decision, Phase, SessionState, Verdict, blocked_for, cap_reached, decide
@@ -150,6 +151,7 @@ class _Loop:
         self.stall = rails.StallBreaker(
             self.settings.stall_iterations, workspace.working_dir, workspace.paths.dir
         )
+        self.brief = Briefer(self.paths, workspace.project.main_repo.name, rt.notifier, workspace.working_dir)
 
     def run(self) -> Outcome:
         journal.recover(self.paths, self.rt.now(), self._sweep, self.rt.log)
@@ -197,6 +199,7 @@ class _Loop:
         marker = {"id": iteration_id, "tag": tag, "phase": state.phase.value, "iteration": state.iteration}
         journal.write_marker(self.paths, {**marker, "total": state.total, "worker": os.getpid()})
         rails.crash_point("marker")
+        self.brief.iteration_started(self.ws.working_dir)
         tries = _Tries()
         started = time.monotonic()
         while True:
@@ -316,6 +319,7 @@ class _Loop:
                 decided = blocked_for(state, stalled.reason, Need.HUMAN_DECISION)
                 extra = {**extra, "evidence": stalled.evidence}
         cost = tries.cost if tries.cost_known else None
+        self.brief.iteration_ended(decided.total, time.monotonic() - started, cost)
         outcome = self._apply(
             state, decided, record, {"id": iteration_id, "iteration_cost_usd": cost, **extra}
         )
@@ -411,11 +415,9 @@ class _Loop:
         return Outcome(code, message, self.paths.dir)
 
     def _notify(self, kind: str, phase: Phase | None, detail: str, iteration: int | None = None) -> None:
+        del iteration  # the message names the last iteration itself
         cost = self.spend.total if self.spend.known else None
-        name = phase.value if phase else "?"
-        self.rt.notifier.send(
-            format_event(kind, self.paths.name, name, detail, iteration=iteration, cost_usd=cost)
-        )
+        self.brief.send(kind, phase.value if phase else "?", detail, cost)
 
 
 __all__ = ["IterationReport", "Outcome", "RunOptions", "Runtime", "run_session"]

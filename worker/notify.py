@@ -11,6 +11,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -26,6 +27,16 @@ MAX_RESPONSE = 64 * 1024  # the Bot API's answer to sendMessage is under 1 KB; n
 _READ_CHUNK = 4096
 _SLICE = 0.05  # how often a waiting send looks at the cancel event
 _URLLIB3_LOGGERS = ("urllib3.connectionpool", "urllib3.connection", "urllib3.util.retry")
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What one Bot API call came to: its `result` when ok, else why not (the token scrubbed)."""
+
+    ok: bool
+    result: Any
+    retry_after: float  # seconds a 429 asked to wait, else 0
+    error: str
 
 
 class Notifier(Protocol):
@@ -150,15 +161,41 @@ class TelegramNotifier:
     def _cancelled(self) -> bool:
         return self._cancel is not None and self._cancel.is_set()
 
-    def _post(self, url: str, body: dict[str, Any]) -> tuple[int, bytes] | BaseException:
+    def call(self, method: str, body: dict[str, Any], timeout: float | None = None) -> Answer:
+        """One Bot API call (no retry: the caller decides), ended within `timeout` seconds in all
+        (default: the notifier's), or at once when the cancel event is set. Never raises."""
+        try:
+            import requests  # noqa: F401  (only to report its absence as one line)
+        except ImportError as exc:
+            return Answer(False, None, 0.0, f"requests is missing: {exc}")
+        _guard_third_party_logs(self._token)
+        answer = self._post(f"{self.api_base}/bot{self._token}/{method}", body, timeout)
+        if isinstance(answer, BaseException):
+            failure = "timed out" if isinstance(answer, TimeoutError) else self._scrub(str(answer))
+            return Answer(False, None, 0.0, failure)
+        status, raw = answer
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            data = None
+        if 200 <= status < 300 and isinstance(data, dict) and data.get("ok"):
+            return Answer(True, data.get("result"), 0.0, "")
+        retry = _retry_after(raw) if status == 429 else 0.0
+        said = data.get("description", "") if isinstance(data, dict) else raw[:120].decode("utf-8", "replace")
+        return Answer(False, None, retry, self._scrub(f"{status} {said}".strip()))
+
+    def _post(
+        self, url: str, body: dict[str, Any], timeout: float | None = None
+    ) -> tuple[int, bytes] | BaseException:
         """One POST that ends within `timeout` in all: requests' timeout bounds each socket read, so a
         server dripping one byte at a time would hold a plain call for ever. The call runs in a
         daemon thread that gives up at the same deadline; the caller waits in short slices so a
         stop request (SIGTERM) ends the wait at once."""
-        deadline = time.monotonic() + self.timeout
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         box: list[tuple[int, bytes] | BaseException] = []
         thread = threading.Thread(
-            target=self._call, args=(url, body, deadline, box), name="samocode-telegram", daemon=True
+            target=self._call, args=(url, body, deadline, timeout, box), name="samocode-telegram", daemon=True
         )
         thread.start()
         while thread.is_alive() and time.monotonic() < deadline and not self._cancelled():
@@ -166,13 +203,18 @@ class TelegramNotifier:
         return box[0] if box else TimeoutError()
 
     def _call(
-        self, url: str, body: dict[str, Any], deadline: float, box: list[tuple[int, bytes] | BaseException]
+        self,
+        url: str,
+        body: dict[str, Any],
+        deadline: float,
+        timeout: float,
+        box: list[tuple[int, bytes] | BaseException],
     ) -> None:
         import requests
 
         post = self._session.post if self._session is not None else requests.post
         try:
-            with post(url, json=body, timeout=self.timeout, stream=True) as response:
+            with post(url, json=body, timeout=timeout, stream=True) as response:
                 raw = bytearray()
                 for chunk in response.iter_content(_READ_CHUNK):
                     raw += chunk
