@@ -1,4 +1,4 @@
-"""Read samocode's prompt texts (workflow.md, agents/<phase>-agent.md, CLAUDE.md) as data.
+"""Read samocode's prompt texts (workflow.md, agents/<phase>-agent.md, AGENTS.md) as data.
 
 The texts follow machine-readable conventions so tests can hold them to worker/phases.py:
 
@@ -8,7 +8,7 @@ The texts follow machine-readable conventions so tests can hold them to worker/p
   rehearsal test drives the worker by following these rows.
 - workflow.md has a table `| Status | Meaning | Required fields | Example |` and the vocabulary
   tables `| `for` | Phases | Meaning |` and `| `needs` | Meaning |`.
-- CLAUDE.md has the phase table `| Phase | Produces | Cap | May move to | May wait for | Statuses |`,
+- AGENTS.md has the phase table `| Phase | Produces | Cap | May move to | May wait for | Statuses |`,
   one backticked value per item, `—` for none.
 
 Everything is located through mistune's AST (headings, tables, code spans, fences), never by
@@ -36,7 +36,7 @@ if str(ROOT) not in sys.path:
 
 AGENTS_DIR = ROOT / "agents"
 WORKFLOW = ROOT / "workflow.md"
-CLAUDE_MD = ROOT / "CLAUDE.md"
+GUIDE = ROOT / "AGENTS.md"
 
 _markdown = mistune.create_markdown(renderer=None, plugins=["table"])
 _CAP = re.compile(r"^Cap:\s*(\d+)\s+iterations?\b")
@@ -300,7 +300,7 @@ def load_workflow() -> WorkflowText:
     return parse_workflow(WORKFLOW.read_text(encoding="utf-8"))
 
 
-# --- CLAUDE.md ---------------------------------------------------------------------------------
+# --- AGENTS.md ---------------------------------------------------------------------------------
 
 PHASE_TABLE_COLUMNS = ("Phase", "Cap", "May move to", "May wait for", "Statuses")
 

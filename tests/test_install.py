@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-COPY = ("install.sh", "pyproject.toml", "README.md", "CLAUDE.md", "workflow.md", "main.py")
+COPY = ("install.sh", "pyproject.toml", "README.md", "AGENTS.md", "workflow.md", "main.py")
 COPY_DIRS = ("worker", "skills", "commands", "agents", ".claude-plugin")
 LAUNCHER = Path("skills/samocode-run/scripts/samocode")
 

@@ -1,4 +1,4 @@
-"""workflow.md, agents/<phase>-agent.md and CLAUDE.md must agree with worker/phases.py.
+"""workflow.md, agents/<phase>-agent.md and AGENTS.md must agree with worker/phases.py.
 
 The checks are functions returning a list of problems, so the negative tests at the end can feed
 them mutated texts and prove each one bites.
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from agent_texts import (
     AGENTS_DIR,
-    CLAUDE_MD,
+    GUIDE,
     WORKFLOW,
     AgentText,
     PhaseRow,
@@ -274,12 +274,12 @@ def test_workflow_names_worker_owned_fields_and_context_lines() -> None:
         assert context in text, context
 
 
-def test_claude_md_phase_table_matches_phases() -> None:
-    assert phase_table_problems(parse_phase_table(CLAUDE_MD.read_text(encoding="utf-8"))) == []
+def test_guide_phase_table_matches_phases() -> None:
+    assert phase_table_problems(parse_phase_table(GUIDE.read_text(encoding="utf-8"))) == []
 
 
-def test_claude_md_vocabulary_is_known() -> None:
-    assert vocabulary_problems(tokens_of(CLAUDE_MD.read_text(encoding="utf-8")), snake=False) == []
+def test_guide_vocabulary_is_known() -> None:
+    assert vocabulary_problems(tokens_of(GUIDE.read_text(encoding="utf-8")), snake=False) == []
 
 
 # The phase reference the samocode-run skill sends the parent to (shipped with the skill, read on demand).
@@ -428,8 +428,8 @@ def test_parser_rejects_an_agent_without_a_signals_table() -> None:
         parse_agent("done", text)
 
 
-def test_checker_catches_a_wrong_claude_md_table() -> None:
-    text = CLAUDE_MD.read_text(encoding="utf-8")
+def test_checker_catches_a_wrong_guide_table() -> None:
+    text = GUIDE.read_text(encoding="utf-8")
     row = "| `implementation` | code and tests, ticked plan items | 100 | `testing`, `quality` |"
     assert row in text
     text = text.replace(

@@ -31,7 +31,6 @@ BUNDLE_FILES = (
     "install.sh",
     "pyproject.toml",
     "README.md",
-    "CLAUDE.md",
     "AGENTS.md",
     "workflow.md",
     "main.py",
