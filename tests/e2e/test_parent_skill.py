@@ -47,8 +47,11 @@ def child_script(prompt: str) -> list:
     if ctx.phase == "done" and ctx.session_dir is not None:
         prefix = ctx.fields.get("Artifact prefix", "00-00-00:00")
         summary = ctx.session_dir / f"{prefix}-summary.md"
-        write = f"sleep {DONE_ITERATION_S}; printf '# Summary\\nfeature.txt added\\n' > '{summary}'"
-        return [Shell(write), *actions]
+        overview = ctx.session_dir / "_overview.md"
+        # A Status change mid-iteration: a watch begun after `Phase: done` was written returns on it.
+        note = f"sed -i 's/^Last Action:.*/Last Action: Writing the summary/' '{overview}'"
+        write = f"printf '# Summary\\nfeature.txt added\\n' > '{summary}'"
+        return [Shell(f"sleep 2; {note}; sleep {DONE_ITERATION_S}; {write}"), *actions]
     return actions
 
 
