@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -452,3 +453,30 @@ def test_a_blocked_reason_with_headings_and_60_kb_cannot_reshape_the_overview(pr
     assert len(text) < 5000  # clipped in the overview ...
     kept = [r for r in history(folder) if (r.get("signal") or {}).get("reason") == reason]
     assert kept  # ... and kept whole in the history
+
+
+def test_approve_names_the_plan_planning_wrote_even_after_the_clock_stepped_back(project):
+    stop = {"signal": {"status": "blocked", "reason": "pause", "needs": "human_decision"}}
+    go = {"signal": {"status": "continue", "phase": "requirements"}}
+    project.scenario(by_phase={"investigation": go, "requirements": stop})
+    assert project.worker(NAME).returncode == 4
+    folder = project.session_dir(NAME)
+    old = folder / "11-29-10:00-plan-old.md"  # written before the clock went back an hour
+    old.write_text("# Old plan\n")
+    later = time.time() + 3600
+    os.utime(old, (later, later))
+    common = ("--config", str(project.config), "--session", NAME)
+    assert project.run("unblock", *common, "--note", "go on").returncode == 0
+    plan = {"status": "waiting", "for": "plan_approval", "reason": "plan ready"}
+    project.scenario(
+        by_phase={
+            "requirements": {"signal": {"status": "continue", "phase": "planning"}},
+            "planning": {"files": {"11-29-09:00-plan-new.md": "# New plan\n- [ ] a\n"}, "signal": plan},
+        }
+    )
+    assert project.worker(NAME).returncode == 3
+    shown = json.loads(project.run("status", "--json", *common).stdout)
+    assert shown["plan"].endswith("11-29-09:00-plan-new.md"), shown
+    approved = project.run("approve", *common)
+    assert approved.returncode == 0, approved.stderr
+    assert history(folder)[-1]["plan"] == "11-29-09:00-plan-new.md"

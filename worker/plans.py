@@ -1,0 +1,45 @@
+"""Which plan file a planning session asks the human to approve.
+
+The plan is the `*-plan-*.md` file the planning iteration wrote: the worker notes which one when it
+records the wait for plan approval, so `approve` and `status` name it whatever the clock did since
+(a clock stepped back gives a newer plan an older time). Sessions from before that note fall back to
+the newest file by modification time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+PATTERN = "*-plan-*.md"
+Snapshot = Mapping[str, tuple[int, int, int]]
+
+
+def snapshot(session_dir: Path) -> dict[str, tuple[int, int, int]]:
+    """Each plan file's identity (inode, size, modification time) before an iteration."""
+    found = {}
+    for path in session_dir.glob(PATTERN):
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            found[path.name] = (st.st_ino, st.st_size, st.st_mtime_ns)
+    return found
+
+
+def written(session_dir: Path, before: Snapshot) -> str | None:
+    """The plan file created or changed since `before` (the last by name when several were)."""
+    after = snapshot(session_dir)
+    changed = sorted(name for name, ident in after.items() if before.get(name) != ident)
+    return changed[-1] if changed else None
+
+
+def current(session_dir: Path, history: Sequence[Mapping[str, object]] = ()) -> Path | None:
+    """The plan named by the newest record that names one, if it is still there; else the newest
+    plan file by modification time; None when there is no plan."""
+    for record in reversed(history):
+        name = record.get("plan")
+        if isinstance(name, str) and name and os.sep not in name and (session_dir / name).is_file():
+            return session_dir / name
+    plans = [p for p in session_dir.glob(PATTERN) if p.is_file()]
+    return max(plans, key=lambda p: (p.stat().st_mtime_ns, p.name)) if plans else None
