@@ -244,9 +244,6 @@ class _Loop:
         failure = record.failure
         if failure in FATAL:
             return self._provider_failed(state, iteration_id, record, started, tries)
-        if failure is Failure.USAGE_LIMIT:
-            tries.usage_hits += 1
-            tries.failures, tries.previous = 0, ""
         if failure is Failure.BUDGET:  # the CLI stopped at the budget it was given: never retried
             reason = self.spend.over_budget(state.phase.value, self.settings) or (
                 f"{self.rt.provider.name} stopped at the remaining budget: {record.message[:200]}"
@@ -254,6 +251,9 @@ class _Loop:
             return self._finish(
                 state, blocked_for(state, reason, Need.BUDGET), None, iteration_id, started, tries, {}
             )
+        if failure is Failure.USAGE_LIMIT:
+            tries.usage_hits += 1
+            tries.failures, tries.previous = 0, ""
             return self._wait_for_usage(state, iteration_id, record, tries, started)
         if failure is None:
             tries.invalid += 1
