@@ -286,3 +286,49 @@ def test_fifty_random_int_term_hup_to_the_worker_or_its_group_all_resume_to_done
     assert stops >= 35, stops
     drive(project, name)
     assert_resumed_cleanly(project, name)
+
+
+def _daemons() -> list[int]:
+    """`sleep 301` processes: the fake's daemon, which cleared its environment (no tag to find)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[:2] == [b"sleep", b"301"]:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_daemon_with_a_cleared_environment_is_swept_after_a_kill_9(project):
+    from worker import cgroup
+
+    if cgroup.make("probe") is None:
+        pytest.skip(
+            "no writable cgroup here: the environment tag is the only trace, and this daemon has none"
+        )
+    cgroup.remove("probe")
+    before = set(_daemons())
+    daemon = {"spawn": "daemon", "sleep": 30, "signal": {"status": "continue", "phase": "requirements"}}
+    block = {"signal": {"status": "blocked", "reason": "stop here", "needs": "human_decision"}}
+    project.scenario(sequence=[daemon, block])
+    proc = project.start("--config", str(project.config), "--session", "daemon")
+    try:
+        wait_for(lambda: set(_daemons()) - before, 20, 0.02)
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    left = set(_daemons()) - before
+    try:
+        assert left, "the daemon should outlive the killed worker until the restart"
+        result = project.worker("daemon")
+        assert result.returncode == 4, result.stdout + result.stderr
+        assert not set(_daemons()) & left, "the restart did not sweep the dead run's daemon"
+        interrupted = [
+            r for r in history(find_session(project.sessions, "daemon")) if r.get("event") == "interrupted"
+        ]
+        assert len(interrupted) == 1
+    finally:
+        for pid in set(_daemons()) & left:
+            os.kill(pid, signal.SIGKILL)

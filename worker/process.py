@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker import cgroup
+
 TAG_VAR = "SAMOCODE_RUN_TAG"
 MAX_LINE = 8 * 1024 * 1024  # longer stream lines are logged but not parsed
 TAIL_BYTES = 64 * 1024
@@ -135,7 +137,7 @@ def terminate_tree(
     sig = signal.SIGTERM
     started = time.monotonic()
     while True:
-        found = set(tagged_pids(tag)) if tag else set()
+        found = set(tagged_pids(tag)) | set(cgroup.pids(tag)) if tag else set()
         if before is not None:
             found |= _own_children() - before - {child}
         seen |= found
@@ -156,6 +158,7 @@ def terminate_tree(
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=max(grace, 1.0))
     _reap(seen)
+    cgroup.remove(tag)
     return len(seen)
 
 
@@ -296,6 +299,7 @@ def run(
         with contextlib.suppress(OSError):
             os.write(stderr_fd, f"samocode: cannot start {inv.argv[0]}: {exc.strerror}\n".encode())
         return RunResult(Ending.EXITED, 127, time.monotonic() - started, 0, b"", 0)
+    cgroup.join(tag, proc.pid)
     if on_spawn:
         on_spawn(proc.pid, tag)
     assert proc.stdout is not None
@@ -365,8 +369,9 @@ def run(
         # Anything still tagged, or orphaned onto us, outlived the child: sweep it. A clean exit
         # (pipe closed, child gone, nothing reparented to us) costs no /proc scan.
         leftovers = 0
-        if not eof or proc.poll() is None or _own_children() - before - {proc.pid}:
+        if not eof or proc.poll() is None or _own_children() - before - {proc.pid} or cgroup.pids(tag):
             leftovers = terminate_tree(proc, tag, limits.kill_grace, before=before)
+        cgroup.remove(tag)
     proc.stdout.close()
     return RunResult(
         ending=ending,

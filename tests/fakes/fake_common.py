@@ -52,6 +52,10 @@ def side_effects(action):
         subprocess.Popen(["sleep", "300"])  # inherits stdout: holds the pipe open
     elif action.get("spawn") == "setsid":
         subprocess.Popen(["setsid", "sleep", "300"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    elif action.get("spawn") == "daemon":  # its own session and an empty environment: no tag left
+        subprocess.Popen(
+            ["setsid", "env", "-i", "sleep", "301"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
     elif action.get("spawn") == "both":
         subprocess.Popen(["sleep", "300"])
         subprocess.Popen(["setsid", "sleep", "300"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

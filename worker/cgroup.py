@@ -1,0 +1,82 @@
+"""A cgroup per iteration, where the worker may make one: a process can leave the child's process
+group, session and environment (`setsid`, `env -i`), but not its cgroup.
+
+The environment tag and the subreaper find a child's descendants while the worker lives; after a
+`kill -9` of the worker, a daemon that cleared its environment is found only here. Used when a
+writable cgroup holds the worker (root, or a delegated cgroup v2 subtree); otherwise every function
+is a no-op and the tag does the work alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+PREFIX = "samocode-"
+
+
+def _own_cgroup() -> Path | None:
+    """Where new cgroups can go: beside the worker in the v1 `pids` hierarchy, else in cgroup v2."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    found: dict[str, str] = {}
+    for line in lines:
+        _, controllers, path = [*line.split(":", 2), "", ""][:3]
+        found[controllers] = path.lstrip("/")
+    if "pids" in found and (ROOT / "pids").is_dir():
+        return ROOT / "pids" / found["pids"]
+    if "" in found:  # cgroup v2, alone or beside v1 (then under unified/)
+        base = ROOT if (ROOT / "cgroup.controllers").exists() else ROOT / "unified"
+        return base / found[""]
+    return None
+
+
+def path_of(tag: str) -> Path | None:
+    parent = _own_cgroup()
+    return None if parent is None or not tag else parent / f"{PREFIX}{tag}"
+
+
+def make(tag: str) -> Path | None:
+    """The iteration's cgroup, created; None where the worker may not create one."""
+    path = path_of(tag)
+    if path is None:
+        return None
+    try:
+        path.mkdir()
+    except FileExistsError:
+        pass
+    except OSError:
+        return None
+    return path
+
+
+def join(tag: str, pid: int) -> None:
+    """Move a just-started child into the iteration's cgroup (made here); its later children are born
+    there. The child is moved right after its exec, before any CLI can have started a tool."""
+    path = make(tag)
+    if path is not None:
+        with contextlib.suppress(OSError):
+            (path / "cgroup.procs").write_text(str(pid))
+
+
+def pids(tag: str) -> list[int]:
+    """The processes in the iteration's cgroup (empty when there is none)."""
+    path = path_of(tag)
+    if path is None:
+        return []
+    try:
+        return [int(p) for p in (path / "cgroup.procs").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
+def remove(tag: str) -> None:
+    """Remove the iteration's cgroup once it is empty (a busy or missing one is left as it is)."""
+    path = path_of(tag)
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
