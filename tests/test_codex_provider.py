@@ -377,8 +377,14 @@ def test_argv_is_exactly_codex_exec_json_with_the_prompt_on_stdin(tmp_path):
         "--dangerously-bypass-approvals-and-sandbox",
         "-C",
         str(tmp_path),
+        "--output-schema",  # the signal's second copy (worker/signalcopy.py)
+        str(tmp_path / "signal-schema.json"),
+        "-o",
+        str(tmp_path / "last-answer.txt"),
         "-",
     )
+    assert prepared.answer_file == tmp_path / "last-answer.txt"
+    assert json.loads((tmp_path / "signal-schema.json").read_text())["additionalProperties"] is False
     with_model = CodexProvider(path="/opt/codex", model="gpt-5.5", timeout=60).argv(tmp_path)
     assert with_model[-3:] == ("-m", "gpt-5.5", "-")
     # Codex has no subagents: workflow, the agent body and the session context make up the prompt.
@@ -520,6 +526,10 @@ def test_prompt_goes_on_stdin_with_the_agent_inlined_and_argv_as_specified(codex
         str(worktree),
         "-m",
         "gpt-5.5",
+        "--output-schema",
+        str(codex.session_dir("c2") / "_logs" / "signal-schema.json"),
+        "-o",
+        str(codex.session_dir("c2") / "_logs" / "last-answer.txt"),
         "-",
     ]
     assert call["cwd"] == str(worktree)

@@ -9,7 +9,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker import process, prompt, rails
+from worker import process, prompt, rails, signalcopy
 from worker.config import Settings
 from worker.gitops import GitError
 from worker.journal import JournalError, stamp
@@ -27,6 +27,12 @@ class Attempt:
     raw: dict | None
     invalid: str  # why the signal cannot be used; '' when it can
     log_name: str
+    source: str = ""  # where the signal came from: file | structured_output | final_message
+    source_facts: dict | None = None  # the file's problem when a copy was used; a disagreement
+
+    def signal_facts(self) -> dict:
+        """What the decision's history line says about where its signal came from."""
+        return {"signal_source": self.source, **(self.source_facts or {})}
 
     def summary(self) -> str:
         run = self.run
@@ -103,6 +109,8 @@ def run_attempt(
         prompt_path = log_path.with_suffix(".prompt.md")
         prompt_path.write_text(prepared.prompt, encoding="utf-8")
         stderr_fd = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        if prepared.answer_file is not None:
+            prepared.answer_file.unlink(missing_ok=True)  # only this attempt's answer counts
     except OSError as exc:
         for fd in (log_fd, stderr_fd):
             if fd >= 0:
@@ -131,8 +139,24 @@ def run_attempt(
         raise JournalError(f"cannot write the iteration's log {log_path.name}: {run.log_error}")
     record = parser.finish(run, _tail(stderr_path))
     signal, raw, invalid = _read_signal(paths.signal)
+    chosen = _with_copy(signal, raw, invalid, record, prepared.answer_file)
     rails.crash_point("signal-read")
-    return Attempt(record, run, signal, raw, invalid, log_path.name)
+    return Attempt(
+        record, run, chosen.signal, chosen.raw, chosen.invalid, log_path.name, chosen.source, chosen.facts
+    )
+
+
+def _with_copy(
+    signal: Signal | None, raw: dict | None, invalid: str, record: IterationRecord, answer: Path | None
+) -> signalcopy.Chosen:
+    """The file's signal, or the CLI's copy of it when the file is unusable (worker/signalcopy.py).
+    A failed run has no final answer: only a clean one's copy counts."""
+    copy, source = record.signal_copy, record.signal_copy_source
+    if answer is not None:
+        copy, source = signalcopy.read_answer(answer), signalcopy.FINAL
+    if record.failure is not None:
+        copy = None
+    return signalcopy.choose(signal, raw, invalid, copy, source)
 
 
 def _read_signal(path: Path) -> tuple[Signal | None, dict | None, str]:

@@ -128,6 +128,7 @@ class Settings:
     price_input_per_mtok: float = 0.0
     price_output_per_mtok: float = 0.0
     price_cached_per_mtok: float = 0.0
+    signal_copy: int = 1  # 0 = no second copy of the signal from the CLI's final answer
     timeout_override: float = 0.0  # --timeout
 
     def masked(self) -> dict[str, object]:
@@ -166,6 +167,7 @@ ENV_NAMES = {
     "price_input_per_mtok": "SAMOCODE_PRICE_INPUT_PER_MTOK",
     "price_output_per_mtok": "SAMOCODE_PRICE_OUTPUT_PER_MTOK",
     "price_cached_per_mtok": "SAMOCODE_PRICE_CACHED_PER_MTOK",
+    "signal_copy": "SAMOCODE_SIGNAL_COPY",
 }
 # Settings that must be above zero (the others may be zero, which means "off" where it applies).
 _POSITIVE = {"claude_max_turns", "claude_timeout", "codex_timeout", "idle_timeout", "timeout_override"}

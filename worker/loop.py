@@ -221,7 +221,7 @@ class _Loop:
                 return self._interrupted(state, iteration_id, record, "")
             if attempt.signal is not None:
                 decided = decide(state, attempt.signal)
-                extra = {"signal": attempt.raw}
+                extra = {"signal": attempt.raw, **attempt.signal_facts()}
                 return self._finish(state, decided, record, iteration_id, started, tries, extra)
             facts = {
                 "reason": attempt.invalid,

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from .model_server import Reply, Shell
-from .test_failure_matrix import _output, _run_claude
+from .model_server import Reply, Shell, Tool, parse_session_context
+from .test_failure_matrix import _output, _run_claude, _run_codex, _stop_here
 from .test_worker_real_cli import REPO
 
 pytestmark = pytest.mark.e2e
@@ -56,3 +56,47 @@ def test_claude_budget_reached_inside_an_iteration_blocks_after_exactly_one_atte
     assert attempts[-1]["needs"] == "budget", attempts[-1]
     assert "SAMOCODE_MAX_COST_USD $0.01" in attempts[-1]["reason"], attempts[-1]
     assert len(requests) == 1, [r.line() for r in requests]  # checked after each call: one call made
+
+
+# -- 2. no iteration lost to a forgotten signal ---------------------------------------------------------
+COPY = {"status": "continue", "phase": "requirements", "summary": "dive written, no file"}
+
+
+def _forgets_the_file(final):
+    """Investigation does its work and answers with the signal, but writes no _signal.json; the next
+    phase stops the session (exit 4)."""
+
+    def script(prompt: str) -> list:
+        ctx = parse_session_context(prompt)
+        if ctx.phase != "investigation":
+            return _stop_here(prompt)
+        return [Shell(f"echo '# dive' > '{ctx.session_dir}/dive.md'"), final]
+
+    return script
+
+
+def _copied(history: list[dict], source: str) -> None:
+    decisions = [h for h in history if h.get("decision")]
+    assert [d["decision"] for d in decisions] == ["continue", "blocked"], history
+    first = decisions[0]
+    assert first["signal_source"] == source and first["signal"] == COPY, first
+    assert first["signal_file_problem"] == "no _signal.json was written", first
+    assert not [h for h in history if h.get("event") == "attempt_failed"], history
+
+
+def test_claude_child_without_a_signal_file_moves_on_through_structured_output(tmp_path, claude_bin):
+    script = _forgets_the_file(Tool("StructuredOutput", COPY))
+    result, history, _, requests = _run_claude(tmp_path, claude_bin, script)
+    assert result.returncode == 4, _output(result)
+    _copied(history, "structured_output")
+    first = requests[0]
+    assert "StructuredOutput" in first.tool_names(), first.tool_names()
+
+
+def test_codex_child_without_a_signal_file_moves_on_through_its_final_message(tmp_path, codex_bin):
+    script = _forgets_the_file(Reply(json.dumps(COPY)))
+    result, history, requests = _run_codex(tmp_path, codex_bin, script)
+    assert result.returncode == 4, _output(result)
+    _copied(history, "final_message")
+    text = requests[0].body.get("text") or {}
+    assert text.get("format", {}).get("type") == "json_schema", text  # --output-schema reached the API

@@ -197,8 +197,9 @@ def test_claude_session_from_start_through_both_gates_to_done(tmp_path, claude_b
     first = server.main_requests()[0]
     assert "## Signals" in first.system_text() and len(first.system_text()) > 3000
     # 2.1.332 adds a `DeferredToolPlaceholder` to every request: not a tool the agent can use.
+    # StructuredOutput comes from --json-schema (the signal's second copy, worker/signalcopy.py).
     tools = sorted(t for t in first.tool_names() if t != "DeferredToolPlaceholder")
-    assert tools == ["Bash", "Edit", "Glob", "Grep", "Read", "Write"]
+    assert tools == ["Bash", "Edit", "Glob", "Grep", "Read", "StructuredOutput", "Write"]
 
 
 def test_codex_session_from_start_through_both_gates_to_done(tmp_path, codex_bin):

@@ -23,6 +23,8 @@ null to print none), rate_limit (resetsAt seconds from now: a rejected rate_limi
 pause_after_signal (s to sleep after the signal is written, before the result), ignore_term (bool:
 SIGTERM is ignored), signal_as ("fifo" | "dir" | "symlink:<target>" | "mb:<N>" | "hex:<bytes>":
 `_signal.json` made into that instead of a small text file).
+final_message (text of the result), structured_output (object: with `--json-schema`, the input of a
+StructuredOutput call, put in the result as `structured_output`).
 Like the CLI, `--max-budget-usd B` with a cost above B ends the run `error_max_budget_usd` (exit 1)
 before the action's work is done.
 """
@@ -126,6 +128,12 @@ def main():
             "cache_creation_input_tokens": 0,
         },
     }
+    if action.get("final_message") is not None:
+        result["result"] = action["final_message"]
+    if action.get("structured_output") is not None and flag_value("--json-schema") is not None:
+        # StructuredOutput called with this input: the CLI ends the run and puts it in the result.
+        result.update(structured_output=action["structured_output"], stop_reason="tool_use")
+        result["result"] = json.dumps(action["structured_output"])
     if "result" in action and action["result"] is None:
         result = None
     elif action.get("result"):

@@ -13,7 +13,8 @@ Action keys mapped to Codex: result null -> no turn.completed; result with is_er
 api_error_status -> the real error text for that status (429 retry exhaustion, 401, 5xx);
 rate_limit (seconds from now) -> the usage-limit error naming the reset in local time, as the real
 CLI prints it; usage_limit (true) -> the usage-limit error without a reset time; codex_error (text) ->
-that message in turn.failed; usage {..} -> merged into turn.completed's usage.
+that message in turn.failed; usage {..} -> merged into turn.completed's usage; final_message (text)
+-> the last agent message, also written to `-o FILE` as the real CLI does.
 FAKE_RECORD entries carry argv, cwd, the prompt text and the CLAUDE*/CODEX*/SAMOCODE* environment.
 """
 
@@ -224,7 +225,11 @@ def main():
             items.command(done, "")
         if "result" in action and action["result"] is None:
             sys.exit(int(action.get("exit", 0)))  # the stream ends without turn.completed
-        items.message((action.get("result") or {}).get("result") or "done")
+        final = action.get("final_message") or (action.get("result") or {}).get("result") or "done"
+        items.message(final)
+        for path in options.get("--output-last-message", [])[-1:]:
+            with open(path, "w", encoding="utf-8") as answer:  # -o: the last agent message as it is
+                answer.write(final)
         usage = {
             "input_tokens": 12000,
             "cached_input_tokens": 2000,

@@ -110,6 +110,8 @@ class IterationRecord:
     cli: str = ""  # "claude 2.1.332", when known
     stream_problem: str = ""  # what the worker could not understand in the stream; '' when all was
     limits: tuple[LimitWindow, ...] = ()  # the last reported state of each rate-limit window
+    signal_copy: object = None  # the CLI's final answer as JSON (worker/signalcopy.py), when it is JSON
+    signal_copy_source: str = ""  # structured_output | final_message
 
 
 class StreamParser(Protocol):
@@ -127,6 +129,7 @@ class Prepared:
     argv: tuple[str, ...]
     env: dict[str, str]
     prompt: str  # written to a file that becomes the child's stdin
+    answer_file: Path | None = None  # where the CLI leaves its final message (the signal's copy)
 
 
 class Provider(Protocol):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from worker import signalcopy
 from worker.prompt import compose
 from worker.providers import IterationRequest, Prepared, child_env, find_executable
 from worker.providers.claude_stream import ClaudeStream
@@ -22,6 +24,7 @@ class ClaudeProvider:
     model: str
     max_turns: int
     timeout: float
+    signal_copy: bool = True
     name: str = "claude"
 
     @classmethod
@@ -31,6 +34,7 @@ class ClaudeProvider:
             model=settings.claude_model,
             max_turns=settings.claude_max_turns,
             timeout=settings.timeout_override or settings.claude_timeout,
+            signal_copy=bool(settings.signal_copy),
         )
 
     def prepare(self, request: IterationRequest) -> Prepared:
@@ -56,6 +60,8 @@ class ClaudeProvider:
         ]
         if agent.tools:
             argv += ["--tools", ",".join(agent.tools)]
+        if self.signal_copy:  # the signal's second copy: a StructuredOutput tool, its input in the result
+            argv += ["--json-schema", json.dumps(signalcopy.schema(), separators=(",", ":"))]
         if request.budget_usd is not None:
             # The CLI checks it after each model call: a run may overshoot by one call's cost.
             argv += ["--max-budget-usd", budget_flag(request.budget_usd)]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from worker import signalcopy
 from worker.clock import reset_time
 from worker.process import RunResult
 from worker.providers import (
@@ -177,6 +178,7 @@ class ClaudeStream:
             resets_at=self._reset(failure, text),
             api_status=api.status,
             stream_problem=problem,
+            **_copy(result, text),
             **usage,
             **facts,
         )
@@ -247,6 +249,15 @@ class ClaudeStream:
             "tokens_cached": as_int(usage.get("cache_read_input_tokens")),
             "cost_usd": as_number(result.get("total_cost_usd")),
         }
+
+
+def _copy(result: dict, text: str) -> dict:
+    """The signal's second copy: StructuredOutput's validated input, else a final text that is JSON."""
+    structured = result.get("structured_output")
+    if structured is not None:
+        return {"signal_copy": structured, "signal_copy_source": signalcopy.STRUCTURED}
+    answer = signalcopy.from_text(text)
+    return {"signal_copy": answer, "signal_copy_source": signalcopy.FINAL} if answer is not None else {}
 
 
 def classify(result: dict, api: ApiError, rejected: bool, text: str) -> Failure:

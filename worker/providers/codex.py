@@ -7,12 +7,14 @@ but never cost; cost is estimated from the configured per-million-token prices.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from worker import signalcopy
 from worker.clock import reset_time
 from worker.process import RunResult
 from worker.prompt import compose
@@ -66,6 +68,7 @@ class CodexProvider:
     price_input: float = 0.0  # USD per million tokens
     price_output: float = 0.0
     price_cached: float = 0.0
+    signal_copy: bool = True
     name: str = "codex"
 
     @classmethod
@@ -77,9 +80,10 @@ class CodexProvider:
             price_input=settings.price_input_per_mtok,
             price_output=settings.price_output_per_mtok,
             price_cached=settings.price_cached_per_mtok,
+            signal_copy=bool(settings.signal_copy),
         )
 
-    def argv(self, cwd: os.PathLike[str] | str) -> tuple[str, ...]:
+    def argv(self, cwd: os.PathLike[str] | str, copy: tuple[str, ...] = ()) -> tuple[str, ...]:
         model = ("-m", self.model) if self.model else ()
         return (
             self.path,
@@ -90,16 +94,27 @@ class CodexProvider:
             "-C",
             str(cwd),
             *model,
+            *copy,
             "-",  # the prompt is read from stdin up to EOF
         )
 
     def prepare(self, request: IterationRequest) -> Prepared:
         # Codex has no subagents: the phase agent's body is part of the prompt. Its `tools` and
         # `model` frontmatter are Claude's and do not apply.
+        copy: tuple[str, ...] = ()
+        answer = None
+        if self.signal_copy:
+            # The signal's second copy: the final message shaped by the schema (Codex does not check
+            # it; the worker does) and written to a file of its own.
+            schema_file = request.scratch / "signal-schema.json"
+            schema_file.write_text(json.dumps(signalcopy.schema(strict=True), indent=1), encoding="utf-8")
+            answer = request.scratch / "last-answer.txt"
+            copy = ("--output-schema", str(schema_file), "-o", str(answer))
         return Prepared(
-            argv=self.argv(request.cwd),
+            argv=self.argv(request.cwd, copy),
             env=child_env(os.environ),
             prompt=compose(request.workflow, request.context, request.agent),
+            answer_file=answer,
         )
 
     def parser(self) -> CodexStream:
