@@ -25,11 +25,19 @@ REPO = Path(__file__).resolve().parents[1]
 class FakeTelegram:
     """Answers sendMessage with the scripted replies, in order (then 200); records every request.
 
-    A reply is a status code or a (status, JSON body) pair.
+    A reply is a status code or a (status, JSON body) pair. As a bot's server: getUpdates long-polls
+    `updates` (queued by `push`) from the given offset; sendMessage answers with a new message id;
+    the other methods answer ok. `poll_replies` scripts getUpdates answers the same way.
     """
 
     def __init__(self) -> None:
         self.replies: list[int | tuple[int, dict]] = []
+        self.poll_replies: list[int | tuple[int, dict]] = []
+        self.updates: list[dict] = []
+        self.changed = threading.Condition()
+        self.next_update = 1000
+        self.next_message = 1
+        self.messages: dict[int, dict] = {}  # id -> sendMessage body
         self.delay = 0.0
         self.drip = 0.0  # seconds between the bytes of a body that never ends
         self.huge = 0  # bytes of a 200 body to send (as fast as the client reads)
@@ -41,13 +49,24 @@ class FakeTelegram:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 owner.requests.append((self.path, body, dict(self.headers)))
+                if self.path.endswith("/getUpdates") and not owner.poll_replies and not owner.drip:
+                    self._reply(200, {"ok": True, "result": owner.wait_updates(body)})
+                    return
                 if owner.delay:
                     time.sleep(owner.delay)
                 if owner.drip or owner.huge:
                     self._stream(owner)
                     return
-                reply = owner.replies.pop(0) if owner.replies else 200
+                if self.path.endswith("/getUpdates"):
+                    reply = owner.poll_replies.pop(0)
+                else:
+                    reply = owner.replies.pop(0) if owner.replies else 200
                 status, answer = reply if isinstance(reply, tuple) else (reply, {"ok": reply == 200})
+                if status == 200 and answer.get("ok") and self.path.endswith("/sendMessage"):
+                    answer = {"ok": True, "result": owner.message(body)}
+                self._reply(status, answer)
+
+            def _reply(self, status: int, answer: dict) -> None:
                 payload = json.dumps(answer).encode()
                 try:
                     self.send_response(status)
@@ -81,6 +100,38 @@ class FakeTelegram:
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True)
+
+    def message(self, body: dict) -> dict:
+        with self.changed:
+            self.next_message += 1
+            self.messages[self.next_message] = body
+            return {
+                "message_id": self.next_message,
+                "chat": {"id": int(body["chat_id"])},
+                "text": body["text"],
+            }
+
+    def push(self, update: dict) -> int:
+        """Queue an update (its update_id given here); returns the id."""
+        with self.changed:
+            self.next_update += 1
+            self.updates.append({"update_id": self.next_update, **update})
+            self.changed.notify_all()
+            return self.next_update
+
+    def wait_updates(self, body: dict) -> list[dict]:
+        offset, timeout = int(body.get("offset") or 0), min(float(body.get("timeout") or 0), 30.0)
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while True:
+                found = [u for u in self.updates if u["update_id"] >= offset]
+                left = deadline - time.monotonic()
+                if found or left <= 0:
+                    return found
+                self.changed.wait(min(left, 0.5))
+
+    def calls(self, method: str) -> list[dict]:
+        return [body for path, body, _ in self.requests if path.endswith("/" + method)]
 
     @property
     def url(self) -> str:

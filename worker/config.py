@@ -118,6 +118,7 @@ class Settings:
     telegram_token: str = ""
     telegram_chat_id: str = ""
     telegram_api_base: str = "https://api.telegram.org"
+    gate_wait: float = 0.0  # seconds a worker with Telegram waits at a gate for a reply; 0 = exit at once
     idle_timeout: float = 600.0
     kill_grace: float = 5.0
     max_wait: float = 6 * 3600.0
@@ -157,6 +158,7 @@ ENV_NAMES = {
     "telegram_token": "TELEGRAM_BOT_TOKEN",
     "telegram_chat_id": "TELEGRAM_CHAT_ID",
     "telegram_api_base": "TELEGRAM_API_BASE",
+    "gate_wait": "SAMOCODE_GATE_WAIT",
     "idle_timeout": "SAMOCODE_IDLE_TIMEOUT",
     "kill_grace": "SAMOCODE_KILL_GRACE",
     "max_wait": "SAMOCODE_MAX_WAIT",

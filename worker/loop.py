@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker import gate, journal, outcomes, process, rails
+from worker import gate, gatewait, journal, outcomes, process, rails
 from worker import history as hist
 from worker.attempt import Attempt, Request, SignalStuck, run_attempt
 from worker.brief import Briefer
@@ -100,7 +100,7 @@ def run_session(
     try:
         workspace = Workspace(paths, project, rt.settings.branch_prefix, rt.now)
         workspace.open(options.task, options.dive)
-        outcome = _Loop(workspace, options, rt).run()
+        outcome = _Loop(workspace, options, rt, lease).run()
     except JournalError as exc:
         # No child runs any more; a half-begun iteration needs no recovery, it simply runs again.
         journal.clear_marker(paths)
@@ -140,7 +140,10 @@ class _Tries:
 
 
 class _Loop:
-    def __init__(self, workspace: Workspace, options: RunOptions, rt: Runtime) -> None:
+    def __init__(
+        self, workspace: Workspace, options: RunOptions, rt: Runtime, lease: Lease | None = None
+    ) -> None:
+        self.lease = lease  # let go and taken back while a human answers at a gate (gatewait)
         self.ws = workspace
         self.paths = workspace.paths
         self.options = options
@@ -154,6 +157,22 @@ class _Loop:
         self.brief = Briefer(self.paths, workspace.project.main_repo.name, rt.notifier, workspace.working_dir)
 
     def run(self) -> Outcome:
+        """Runs until a stop; at a gate with SAMOCODE_GATE_WAIT, waits for the human and goes on."""
+        while True:
+            outcome = self._run()
+            wait = gatewait.Wait(
+                self.paths, self.lease, self.settings, self.rt.stop, self.brief, self.rt.ready
+            )
+            end = wait.at_gate(outcome.code)
+            if end is gatewait.End.ANSWERED:
+                continue
+            if end is gatewait.End.STOPPED:
+                return self._outcome(self.rt.stop_code[0], "interrupted while waiting at the gate")
+            if end is gatewait.End.LOST:
+                return self._outcome(ExitCode.LOCKED, gatewait.LOST_MESSAGE)
+            return outcome
+
+    def _run(self) -> Outcome:
         journal.recover(self.paths, self.rt.now(), self._sweep, self.rt.log)
         try:
             journal.check_lock(self.paths)
@@ -350,7 +369,10 @@ class _Loop:
         if applied.code is None:
             return None
         kind = "done" if applied.code is ExitCode.DONE else applied.code.name.lower()
-        self._notify(kind, decided.phase, applied.message, decided.total)
+        waiting_for = decided.waiting_for.value if decided.waiting_for else None
+        # With SAMOCODE_GATE_WAIT, the wait sends this one itself, with its buttons.
+        if not gatewait.takes_over(self.settings, applied.code, waiting_for):
+            self._notify(kind, decided.phase, applied.message, decided.total)
         return self._outcome(applied.code, applied.message)
 
     def _stop_unreadable(self, reason: str) -> Outcome:

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from worker import flowlog, gitops, overview, runrecord
+from worker import flowlog, gatewait, gitops, overview, runrecord
 from worker import history as hist
 from worker.config import Settings
 from worker.overview import OverviewError
@@ -69,6 +69,7 @@ class Report:
     last_run: LastRun | None = None
     limits: dict[str, Any] | None = None  # the last reported rate-limit windows
     stream_problem: str | None = None  # what the newest attempt's stream lacked
+    gate_wait: str | None = None  # "waiting for X (worker waits for a reply until 18:00)" during a gate wait
 
 
 def rails_of(settings: Settings | None, problem: str = "") -> dict[str, Any]:
@@ -203,6 +204,7 @@ def build(paths: SessionPaths, rails: dict[str, Any], workdir_fallback: Path | N
         last_run=last_run(paths, waiting),
         limits=last_limits(history),
         stream_problem=last_stream_problem(history),
+        gate_wait=gatewait.describe(*waited) if (waited := gatewait.waiting(paths)) else None,
     )
 
 
@@ -334,6 +336,7 @@ def _text(r: Report) -> str:
             worker = f"not running · last run exited {run.code} ({run.why}) at {_ended_at(run.at)}"
     else:
         worker = f"running (pid {r.worker_pid})" if r.worker_pid > 0 else "running (pid unknown)"
+        worker += f" · {r.gate_wait}" if r.gate_wait else ""
     lines = [
         f"Session: {r.session} ({r.session_dir})",
         f"Phase: {r.phase} (Iteration {_count(r.iteration)} / Total {_count(r.total_iterations)})",
@@ -356,6 +359,8 @@ def _text(r: Report) -> str:
 def _json(r: Report) -> str:
     data = asdict(r)
     data["flow"], data["commits"] = list(r.flow), list(r.commits)
+    if r.gate_wait is None:  # only while a worker waits at a gate for a reply (the 1 KB budget)
+        del data["gate_wait"]
     if r.last_run is not None:
         data["last_run"] = {k: data["last_run"][k] for k in ("code", "outcome", "message", "at")}
     return json.dumps(data, ensure_ascii=False, separators=_COMPACT)

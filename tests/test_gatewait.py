@@ -1,0 +1,304 @@
+"""The worker waits at a gate for a reply from Telegram: the real worker as a subprocess against a
+local stand-in for the Bot API (getUpdates long-polled, buttons, replies, edits)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import pytest
+from test_commands import QA, TO_DONE, TO_PLAN_WAIT
+from test_notify import TOKEN, FakeTelegram, closed_port
+
+from worker.session import SessionPaths
+
+
+@pytest.fixture(autouse=True)
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+
+
+@pytest.fixture
+def bot() -> Iterator[FakeTelegram]:
+    server = FakeTelegram()
+    server.thread.start()
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+    server.thread.join(timeout=2)
+
+
+QA_THEN_PLAN = [
+    {"signal": {"status": "continue", "phase": "requirements"}},
+    {"signal": {"status": "waiting", "for": "qa_answers", "reason": "2 questions"}, "files": {"_qa.md": QA}},
+    {"signal": {"status": "continue", "phase": "planning"}},
+    {
+        "signal": {"status": "waiting", "for": "plan_approval", "reason": "plan"},
+        "files": TO_PLAN_WAIT["planning"]["files"],
+    },
+]
+
+
+def env_of(url: str, wait: float = 60) -> dict[str, str]:
+    return {
+        "TELEGRAM_BOT_TOKEN": TOKEN,
+        "TELEGRAM_CHAT_ID": "42",
+        "TELEGRAM_API_BASE": url,
+        "SAMOCODE_GATE_WAIT": str(wait),
+    }
+
+
+def until(check: Callable[[], object], what: str, timeout: float = 30) -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"gave up waiting for {what}")
+
+
+@contextmanager
+def worker(project, name: str, env: dict[str, str]) -> Iterator[subprocess.Popen[str]]:
+    proc = project.start("--config", str(project.config), "--session", name, "--task", "t", env=env)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def buttons(server: FakeTelegram, label: str) -> tuple[int, str] | None:
+    """(message id, callback data) of the newest message with a button so labelled."""
+    for message_id, body in reversed(list(server.messages.items())):
+        for row in body.get("reply_markup", {}).get("inline_keyboard", []):
+            for button in row:
+                if button["text"] == label:
+                    return message_id, button["callback_data"]
+    return None
+
+
+def message_saying(server: FakeTelegram, words: str) -> int | None:
+    return next((i for i, body in reversed(list(server.messages.items())) if words in body["text"]), None)
+
+
+def press(server: FakeTelegram, found: tuple[int, str], chat: int = 42) -> int:
+    message_id, data = found
+    return server.push(
+        {
+            "callback_query": {
+                "id": f"cb-{time.monotonic_ns()}",
+                "from": {"id": 7},
+                "message": {"message_id": message_id, "chat": {"id": chat}},
+                "data": data,
+            }
+        }
+    )
+
+
+def say(server: FakeTelegram, text: str, chat: int = 42, reply_to: int | None = None) -> int:
+    message = {
+        "message_id": 5000 + len(server.updates),
+        "date": int(time.time()),
+        "chat": {"id": chat},
+        "text": text,
+    }
+    if reply_to is not None:
+        message["reply_to_message"] = {"message_id": reply_to}
+    return server.push({"message": message})
+
+
+def history(project, name: str) -> list[dict]:
+    lines = (project.session_dir(name) / "_signal_history.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def overview(project, name: str) -> str:
+    return (project.session_dir(name) / "_overview.md").read_text()
+
+
+def no_token_anywhere(project, name: str, *outputs: str) -> None:
+    for text in outputs:
+        assert TOKEN not in text
+    for path in project.session_dir(name).rglob("*"):
+        if path.is_file():
+            assert TOKEN.encode() not in path.read_bytes(), path
+    for record in project.records():
+        assert "TELEGRAM_BOT_TOKEN" not in record["env"]
+
+
+def test_a_plan_approved_by_a_button_goes_on_to_implementation_without_a_restart(project, bot):
+    project.scenario(by_phase={**TO_PLAN_WAIT, **TO_DONE})
+    with worker(project, "phone", env_of(bot.url)) as proc:
+        approve = until(lambda: buttons(bot, "Approve plan"), "the plan's buttons")
+        plan_text = bot.messages[approve[0]]["text"]
+        assert (
+            "Plan: " in plan_text
+            and "-plan-x.md" in plan_text
+            and "worker waits for your reply until" in plan_text
+        )
+        press(bot, approve)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out, err)
+    assert "Phase: done" in overview(project, "phone")
+    [approved] = [r for r in history(project, "phone") if r.get("event") == "approved"]
+    assert approved["by"] == "Telegram"
+    assert "Plan approved for implementation via Telegram" in overview(project, "phone")
+    [answered] = bot.calls("answerCallbackQuery")
+    assert "plan approved" in answered["text"] and not answered["show_alert"]
+    [edit] = bot.calls("editMessageText")
+    assert (
+        edit["message_id"] == approve[0] and "✅ plan approved" in edit["text"] and "reply_markup" not in edit
+    )
+    assert [r["phase"] for r in project.records()].count("planning") == 1  # one run, no restart
+    no_token_anywhere(project, "phone", out, err)
+
+
+def test_questions_answered_by_an_option_button_and_a_text_reply_go_into_qa_md(project, bot):
+    project.scenario(sequence=QA_THEN_PLAN)
+    with worker(project, "qa", env_of(bot.url)) as proc:
+        first = until(lambda: buttons(bot, "B) In Redis"), "Q1's option buttons")
+        second = until(
+            lambda: message_saying(
+                bot, "Q2. Which log format?\n  A) JSON\n  B) Text\n  Suggestion: A\nReply"
+            ),
+            "Q2's message",
+        )
+        assert buttons(bot, "Accept all suggestions")
+        press(bot, first)
+        until(
+            lambda: "**Answer:** B) In Redis" in (project.session_dir("qa") / "_qa.md").read_text(),
+            "Q1 answered",
+        )
+        say(bot, "Plain text, one line per event", reply_to=second)
+        until(lambda: buttons(bot, "Approve plan"), "the session going on to the plan gate")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 143, (out, err)
+    qa = (project.session_dir("qa") / "_qa.md").read_text()
+    assert "**Answer:** B) In Redis\n" in qa and "**Answer:** Plain text, one line per event\n" in qa
+    answered = [r for r in history(project, "qa") if r.get("event") == "answered"]
+    assert [(r["questions"], r["via"]) for r in answered] == [([1], "Telegram"), ([2], "Telegram")]
+    assert "Answered Q1 via Telegram" in overview(project, "qa")
+    replies = [b["text"] for b in bot.calls("sendMessage") if b.get("reply_parameters")]
+    assert any(t.startswith("✅ answered Q2") for t in replies), replies
+
+
+def test_request_changes_and_a_reply_send_planning_back_to_work_with_the_note(project, bot):
+    project.scenario(by_phase=TO_PLAN_WAIT)
+    with worker(project, "revise", env_of(bot.url)) as proc:
+        press(bot, until(lambda: buttons(bot, "Request changes"), "the plan's buttons"))
+        until(lambda: message_saying(bot, "What should planning change?"), "the question for the note")
+        say(bot, "Split phase 2 into two")
+        until(
+            lambda: [r["phase"] for r in project.records()].count("planning") == 2, "planning running again"
+        )
+        until(
+            lambda: len([b for b in bot.messages.values() if "Approve plan" in json.dumps(b)]) == 2,
+            "a new plan gate",
+        )
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=10)
+    records = history(project, "revise")
+    [asked] = [i for i, r in enumerate(records) if r.get("event") == "changes_requested"]
+    assert records[asked]["note"] == "Split phase 2 into two" and records[asked]["by"] == "Telegram"
+    change = records[asked]["overview"]["fields"]
+    assert change["Next"] == "Revise the plan: Split phase 2 into two" and change["Blocked"] == "no"
+    ran_next = next(r["phase"] for r in records[asked + 1 :] if r.get("decision"))
+    assert ran_next == "planning"  # planning worked again, with the note as its Next
+    assert "Plan changes requested via Telegram: Split phase 2 into two" in overview(project, "revise")
+
+
+def test_updates_from_another_chat_are_ignored_and_logged(project, bot):
+    project.scenario(by_phase=TO_PLAN_WAIT)
+    with worker(project, "other", env_of(bot.url, wait=3)) as proc:
+        approve = until(lambda: buttons(bot, "Approve plan"), "the plan's buttons")
+        press(bot, approve, chat=666)
+        say(bot, "/status", chat=666)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3, (out, err)
+    assert not [r for r in history(project, "other") if r.get("event") == "approved"]
+    assert not bot.calls("answerCallbackQuery")
+    log = (project.session_dir("other") / "session.log").read_text()
+    assert log.count("(not TELEGRAM_CHAT_ID)") == 2 and "from chat 666" in log
+
+
+def test_a_restart_does_not_apply_an_old_update_again(project, bot):
+    blocked = {"signal": {"status": "blocked", "reason": "no access", "needs": "access"}}
+    project.scenario(by_phase={"investigation": blocked})
+    with worker(project, "again", env_of(bot.url, wait=3)) as proc:
+        until(lambda: message_saying(bot, "Reply with your direction"), "the blocked message")
+        note = say(bot, "use the read replica")
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 4, (out, err)  # unblocked, blocked again, then the wait ran out
+    offset = json.loads((project.session_dir("again") / ".samocode.telegram.json").read_text())["offset"]
+    assert offset == note + 1
+    bot.requests.clear()
+    with worker(project, "again", env_of(bot.url, wait=2)) as proc:
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 4, (out, err)
+    polls = bot.calls("getUpdates")
+    assert polls and all(p["offset"] > note for p in polls)
+    assert len([r for r in history(project, "again") if r.get("event") == "unblocked"]) == 1
+
+
+def test_a_parent_approve_during_the_wait_ends_it(project, bot):
+    project.scenario(by_phase={**TO_PLAN_WAIT, **TO_DONE})
+    with worker(project, "parent", env_of(bot.url)) as proc:
+        until(lambda: buttons(bot, "Approve plan"), "the plan's buttons")
+        status = project.run("status", "--config", str(project.config), "--session", "parent")
+        assert "waiting for plan_approval (worker waits for a reply until " in status.stdout, status.stdout
+        started = time.monotonic()
+        approved = project.run("approve", "--config", str(project.config), "--session", "parent")
+        assert approved.returncode == 0 and "plan approved" in approved.stdout, approved.stderr
+        assert time.monotonic() - started < 5
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out, err)
+    assert "Phase: done" in overview(project, "parent")
+
+
+def test_the_wait_runs_out_with_exit_3(project, bot):
+    project.scenario(by_phase=TO_PLAN_WAIT)
+    started = time.monotonic()
+    result = project.worker("late", "--task", "t", env=env_of(bot.url, wait=2))
+    assert result.returncode == 3, result.stderr
+    assert "waiting for plan_approval" in result.stdout
+    assert 2 <= time.monotonic() - started < 30
+    assert message_saying(bot, "The worker stopped waiting for plan_approval")
+    assert not (project.session_dir("late") / ".samocode.gatewait.json").exists()
+
+
+def test_with_the_bot_api_down_a_parent_command_or_the_timeout_still_ends_the_wait(project):
+    down = f"http://127.0.0.1:{closed_port()}"
+    project.scenario(by_phase={**TO_PLAN_WAIT, **TO_DONE})
+    with worker(project, "down", env_of(down)) as proc:
+        paths = SessionPaths(until(lambda: next(project.sessions.glob("*-down"), None), "the session"))
+        until(lambda: (paths.dir / ".samocode.gatewait.json").exists(), "the wait")
+        approved = project.run("approve", "--config", str(project.config), "--session", "down")
+        assert approved.returncode == 0, approved.stderr
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out, err)
+    project.scenario(by_phase=TO_PLAN_WAIT)
+    result = project.worker("down2", "--task", "t", env=env_of(down, wait=2))
+    assert result.returncode == 3 and TOKEN not in result.stdout + result.stderr
+
+
+def test_sigterm_while_the_bot_api_hangs_stops_the_waiting_worker_at_once(project, bot):
+    project.scenario(by_phase=TO_PLAN_WAIT)
+    with worker(project, "hang", env_of(bot.url)) as proc:
+        until(lambda: buttons(bot, "Approve plan"), "the plan's buttons")
+        bot.delay = 60.0  # every call from now on hangs
+        until(lambda: len(bot.calls("getUpdates")) >= 1, "a poll")
+        say(bot, "/status")  # the reply to it will hang
+        time.sleep(1)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 143, (out, err)
+    assert time.monotonic() - sent < 2.0
