@@ -302,3 +302,61 @@ def test_sigterm_while_the_bot_api_hangs_stops_the_waiting_worker_at_once(projec
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 143, (out, err)
     assert time.monotonic() - sent < 2.0
+
+
+def test_an_old_button_and_a_refused_action_are_answered_with_the_reason(project, bot):
+    no_suggestion = QA.replace("**Suggestion:** A\n", "")
+    sequence = [QA_THEN_PLAN[0], {**QA_THEN_PLAN[1], "files": {"_qa.md": no_suggestion}}]
+    project.scenario(sequence=sequence)
+    with worker(project, "refused", env_of(bot.url, wait=4)) as proc:
+        message_id, data = until(lambda: buttons(bot, "Accept all suggestions"), "the Q&A buttons")
+        press(bot, (message_id, "0badc0de:approve"))
+        press(bot, (message_id, data))
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3, (out, err)
+    old, refused = bot.calls("answerCallbackQuery")
+    assert old["show_alert"] and "older message" in old["text"]
+    assert refused["show_alert"] and "question Q2 has no suggestion" in refused["text"]
+    assert not bot.calls("editMessageText")
+    assert "_waiting_" in (project.session_dir("refused") / "_qa.md").read_text()
+    assert not [r for r in history(project, "refused") if r.get("event") == "answered"]
+
+
+def test_errors_and_rate_limits_from_getupdates_delay_but_do_not_lose_a_reply(project, bot):
+    limited = {"ok": False, "error_code": 429, "parameters": {"retry_after": 1}}
+    bot.poll_replies = [500, 500, (429, limited)]
+    project.scenario(by_phase={**TO_PLAN_WAIT, **TO_DONE})
+    with worker(project, "flaky", env_of(bot.url)) as proc:
+        approve = until(lambda: buttons(bot, "Approve plan"), "the plan's buttons")
+        press(bot, approve)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out, err)
+    polls = [time.monotonic() for path, _, _ in bot.requests if path.endswith("/getUpdates")]
+    assert len(polls) >= 4
+    log = (project.session_dir("flaky") / "session.log").read_text()
+    assert log.count("telegram getUpdates failed") == 1  # not one line per retry
+    assert TOKEN not in log and TOKEN not in out + err
+
+
+def test_start_returns_while_the_worker_waits_and_stop_ends_the_wait(project, bot):
+    project.scenario(by_phase=TO_PLAN_WAIT)
+    env = env_of(bot.url)
+    started = project.run("start", "--config", str(project.config), "--session", "bg", "--task", "t", env=env)
+    try:
+        assert started.returncode == 0 and "started worker pid" in started.stdout, started
+
+        def report() -> dict:
+            shown = project.run("status", "--config", str(project.config), "--session", "bg", "--json")
+            return json.loads(shown.stdout)
+
+        data = until(lambda: (r := report()).get("gate_wait") and r, "the wait, in status")
+        assert data["gate_wait"].startswith("waiting for plan_approval (worker waits for a reply until ")
+        assert data["worker_pid"] and data["waiting_for"] == "plan_approval"
+        watched = project.run("watch", "--config", str(project.config), "--session", "bg", "--timeout", "1")
+        assert "· waiting for plan_approval (worker waits for a reply until " in watched.stdout
+    finally:
+        stopped = project.run("stop", "--config", str(project.config), "--session", "bg")
+    assert stopped.returncode == 0 and "(exit 130)" in stopped.stdout, stopped
+    record = json.loads((project.session_dir("bg") / "_worker.json").read_text())
+    assert record["code"] == 130 and "waiting at the gate" in record["message"]
+    assert not (project.session_dir("bg") / ".samocode.gatewait.json").exists()

@@ -35,7 +35,7 @@ from worker.session import Lease, SessionPaths, lease_holder
 if TYPE_CHECKING:
     from worker.bot import Conversation
 
-LABEL = "gate-wait"  # the lease's third word while a worker waits at a gate
+LABEL = "gate-wait"  # the lease's fourth word while a worker waits ("PID STAMP worker gate-wait")
 WAIT_FILE = ".samocode.gatewait.json"
 KNOCK_FILE = ".samocode.knock"
 KNOCK_WAIT = 20.0  # how long a command waits for the worker to let go (a Bot API call may be under way)
@@ -59,8 +59,7 @@ class End(enum.Enum):
 def step_in(paths: SessionPaths, lease: Lease, what: str, wait: float = KNOCK_WAIT) -> bool:
     """After SessionLocked: when a worker waits at a gate, knock and take the lease once it lets go.
     True when the lease is now held; False when nobody waits or the worker did not let go in time."""
-    held = lease_holder(paths)
-    if held is None or held[1] != LABEL:
+    if _waiting_pid(paths) is None:
         return False
     knock = paths.dir / KNOCK_FILE
     try:
@@ -99,16 +98,28 @@ def _knocker(knock: Path) -> int | None:
 
 def waiting(paths: SessionPaths) -> tuple[str, dt.datetime] | None:
     """(what, until) while a worker waits at a gate for a reply, else None."""
-    held = lease_holder(paths)
-    if held is None or held[1] != LABEL:
+    pid = _waiting_pid(paths)
+    if pid is None:
         return None
     try:
         data = json.loads((paths.dir / WAIT_FILE).read_text(encoding="utf-8"))
-        if data.get("pid") != held[0]:
+        if data.get("pid") != pid:
             return None
         return str(data["for"]), dt.datetime.fromtimestamp(float(data["until"]))
     except (OSError, ValueError, KeyError, TypeError, OverflowError):
         return None
+
+
+def _waiting_pid(paths: SessionPaths) -> int | None:
+    """The pid of the worker holding the lease while it waits at a gate, else None."""
+    held = lease_holder(paths)
+    if held is None or held[1] != "worker":
+        return None
+    try:
+        words = paths.lease.read_text(encoding="utf-8", errors="replace").split()
+    except OSError:
+        return None
+    return held[0] if words[3:4] == [LABEL] else None
 
 
 def describe(what: str, until: dt.datetime) -> str:
@@ -168,7 +179,7 @@ class Hold:
         while True:
             try:
                 self.lease.acquire("worker")
-                self.label(LABEL)
+                self.label(f"worker {LABEL}")
                 return True
             except SessionLocked:
                 if time.time() >= until or self.stop.wait(RETAKE):
@@ -253,7 +264,7 @@ class Wait:
         from worker.bot import Conversation
 
         self.until = time.time() + self.settings.gate_wait
-        hold.label(LABEL)
+        hold.label(f"worker {LABEL}")
         write_wait(self.paths, gate.kind, self.until)
         talk = Conversation(self.paths, self.settings, self.stop, lambda command: self._act(hold, command))
         end = End.TIMEOUT
