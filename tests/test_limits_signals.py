@@ -5,12 +5,16 @@ closes, and the fallback to the other provider."""
 from __future__ import annotations
 
 import json
+import re
+import signal
+import time
 from pathlib import Path
 
 import pytest
-from worker_helpers import decisions, history, overview
+from test_notify import FakeTelegram, no_proxy  # noqa: F401 (no_proxy: an autouse fixture)
+from worker_helpers import decisions, find_session, history, overview, wait_for
 
-from worker import signalcopy
+from worker import limits, signalcopy
 from worker.config import Settings
 from worker.process import Ending, RunResult
 from worker.providers import Failure
@@ -28,6 +32,20 @@ def codex(project):
     """The project fixture with the fake codex as CODEX_PATH and no claude at all."""
     project.env.update(CODEX_PATH=str(FAKE_CODEX), CLAUDE_PATH=str(project.root / "no-claude"))
     return project
+
+
+def _telegram_env(server) -> dict[str, str]:
+    return {"TELEGRAM_BOT_TOKEN": "123:abc", "TELEGRAM_CHAT_ID": "42", "TELEGRAM_API_BASE": server.url}
+
+
+@pytest.fixture
+def telegram():
+    server = FakeTelegram()
+    server.thread.start()
+    yield server
+    server.httpd.shutdown()
+    server.httpd.server_close()
+    server.thread.join(timeout=2)
 
 
 def _flag(argv: list[str], name: str) -> str | None:
@@ -186,3 +204,182 @@ def test_the_copy_can_be_turned_off(project):
     result = project.worker("off", env={"SAMOCODE_SIGNAL_COPY": "0"})
     assert result.returncode == 4, result.stderr  # no valid signal after 2 attempts
     assert all("--json-schema" not in r["argv"] for r in project.records())
+
+
+# -- 3. pause before the window closes ------------------------------------------------------------------
+
+
+def test_the_fullest_window_that_resets_last_is_the_one_paused_for():
+    now = 1_000_000.0
+    windows = {
+        "five_hour": {"utilization": 0.96, "resets_at": now + 600},
+        "seven_day": {"utilization": 0.97, "resets_at": now + 900},
+        "seven_day_opus": {"utilization": 0.5, "resets_at": now + 9000},
+        "gone": {"utilization": 0.99, "resets_at": now - 1},  # its reset has passed
+    }
+    pause = limits.pause_for(windows, 95, now)
+    assert pause == limits.Pause("seven_day", 0.97, now + 900)
+    assert limits.pause_for(windows, 98, now) is None
+    assert limits.pause_for(windows, 0, now) is None  # off
+    text = limits.Pause("five_hour", 0.96, now + 600).text(now)
+    assert re.fullmatch(r"paused at 96% of the 5-hour window until \d\d:\d\d", text), text
+
+
+@pytest.mark.parametrize("version", ["2.1.197", "2.1.332"])
+def test_a_window_above_the_threshold_is_waited_out_before_the_next_iteration(project, telegram, version):
+    near = {**STAY, "limits": {"five_hour": 0.96}, "limits_reset": 3}
+    block = {"signal": {"status": "blocked", "reason": "stop", "needs": "human_decision"}}
+    project.scenario(sequence=[near, block])
+    started = time.monotonic()
+    result = project.worker("pause", env={"FAKE_CLAUDE_VERSION": version, **_telegram_env(telegram)})
+    assert result.returncode == 4, result.stderr
+    assert time.monotonic() - started >= 2.5  # waited for the reset before the second iteration
+    session = project.session_dir("pause")
+    events = [h.get("event") or h.get("decision") for h in history(session)]
+    assert events == ["continue", "usage_wait", "usage_resumed", "blocked"], events
+    wait = history(session)[1]
+    assert wait["source"] == "pause" and wait["pause"] == {"window": "five_hour", "utilization": 0.96}
+    flow = (session / "_overview.md").read_text()
+    assert re.search(r"Paused at 96% of the 5-hour window until \d\d:\d\d", flow)
+    texts = [body["text"] for body in telegram.calls("sendMessage")]
+    assert any(re.search(r"paused at 96% of the 5-hour window until \d\d:\d\d", t) for t in texts), texts
+
+
+def test_status_says_paused_while_the_worker_waits(project):
+    near = {**STAY, "limits": {"five_hour": 0.97}, "limits_reset": 30}
+    project.scenario(sequence=[near])
+    worker = project.start("--config", str(project.config), "--session", "paused")
+    try:
+        session = wait_for(lambda: find_session(project.sessions, "paused"))
+        wait_for(lambda: any(h.get("event") == "usage_wait" for h in history(session)))
+        shown = project.run("status", "--config", str(project.config), "--session", "paused")
+        assert re.search(r"paused at 97% of the 5-hour window until \d\d:\d\d", shown.stdout), shown.stdout
+    finally:
+        worker.send_signal(signal.SIGINT)
+        worker.wait(timeout=30)
+    assert worker.returncode == 130
+    assert len(project.records()) == 1  # the second iteration never started
+
+
+def test_below_the_threshold_or_turned_off_there_is_no_pause(project):
+    near = {**STAY, "limits": {"five_hour": 0.96}, "limits_reset": 600}
+    block = {"signal": {"status": "blocked", "reason": "stop", "needs": "human_decision"}}
+    project.scenario(sequence=[near, block])
+    result = project.worker("nopause", env={"SAMOCODE_PAUSE_AT": "0"})
+    assert result.returncode == 4, result.stderr
+    assert [h.get("event") for h in history(project.session_dir("nopause")) if h.get("event")] == []
+
+
+def test_a_pause_past_the_longest_wait_stops_as_waiting_for_the_usage_limit(project):
+    near = {**STAY, "limits": {"five_hour": 0.99}, "limits_reset": 3 * 3600}
+    project.scenario(sequence=[near])
+    result = project.worker("far", env={"SAMOCODE_MAX_WAIT": "60"})
+    assert result.returncode == 3, result.stderr
+    last = decisions(project.session_dir("far"))[-1]
+    assert last["decision"] == "waiting" and last["waiting_for"] == "usage_limit"
+    assert "paused at 99% of the 5-hour window" in last["reason"]
+    assert len(project.records()) == 1
+
+
+# -- 4. fall back to the other provider -------------------------------------------------------------------
+
+LIMITED = {"exit": 1, "rate_limit": 3600, "result": {"is_error": True, "api_error_status": 429}}
+
+
+def _providers(project) -> list[str]:
+    return ["codex" if r["argv"][:1] == ["exec"] else "claude" for r in project.records()]
+
+
+def test_a_far_reset_runs_the_next_attempts_on_the_fallback_and_comes_back_after_it(codex, telegram):
+    soon = {**LIMITED, "rate_limit": 2}  # resets in 2 s: past SAMOCODE_FALLBACK_AFTER=1
+    slow = {**STAY, "sleep": 3.5}  # the fallback's iteration outlasts the reset
+    block = {"signal": {"status": "blocked", "reason": "stop", "needs": "human_decision"}}
+    codex.scenario(sequence=[soon, slow, block])
+    env = {
+        "CLAUDE_PATH": str(Path(__file__).parent / "fakes" / "fake_claude.py"),
+        "SAMOCODE_FALLBACK_PROVIDER": "codex",
+        "SAMOCODE_FALLBACK_AFTER": "1",
+        **_telegram_env(telegram),
+    }
+    result = codex.worker("fb", env=env)
+    assert result.returncode == 4, result.stderr
+    assert _providers(codex) == ["claude", "codex", "claude"]
+    session = codex.session_dir("fb")
+    lines = history(session)
+    switches = [h for h in lines if h.get("event") == "provider_switched"]
+    assert [(s["from"], s["to"]) for s in switches] == [("claude", "codex"), ("codex", "claude")]
+    assert [h["provider"] for h in lines if h.get("event") == "attempt_failed"] == ["claude"]
+    assert [d["provider"] for d in decisions(session)] == ["codex", "claude"]
+    text = (session / "_overview.md").read_text()
+    assert "Switched to codex: claude's usage limit resets at" in text
+    assert "Switched back to claude" in text
+    texts = [body["text"] for body in telegram.calls("sendMessage")]
+    assert any("switched to codex: claude's usage limit resets at" in t for t in texts), texts
+    assert any("switched back to claude" in t for t in texts), texts
+
+
+def test_status_shows_the_fallback_provider_while_the_session_runs_on_it(codex):
+    slow = {**STAY, "sleep": 30}
+    codex.scenario(sequence=[LIMITED, slow])
+    env = {
+        "CLAUDE_PATH": str(Path(__file__).parent / "fakes" / "fake_claude.py"),
+        "SAMOCODE_FALLBACK_PROVIDER": "codex",
+    }
+    worker = codex.start("--config", str(codex.config), "--session", "onfb", env=env)
+    try:
+        wait_for(lambda: len(codex.records()) >= 2)
+        shown = codex.run("status", "--config", str(codex.config), "--session", "onfb")
+        line = r"^Provider: codex \(fallback for claude until \d\d:\d\d\)$"
+        assert re.search(line, shown.stdout, re.MULTILINE), shown.stdout
+        as_json = json.loads(
+            codex.run("status", "--json", "--config", str(codex.config), "--session", "onfb").stdout
+        )
+        assert as_json["provider"].startswith("codex (fallback for claude until ")
+    finally:
+        worker.send_signal(signal.SIGINT)
+        worker.wait(timeout=30)
+
+
+def test_a_near_reset_is_waited_for_on_the_same_provider(codex):
+    soon = {**LIMITED, "rate_limit": 2}
+    block = {"signal": {"status": "blocked", "reason": "stop", "needs": "human_decision"}}
+    codex.scenario(sequence=[soon, block])
+    env = {
+        "CLAUDE_PATH": str(Path(__file__).parent / "fakes" / "fake_claude.py"),
+        "SAMOCODE_FALLBACK_PROVIDER": "codex",
+    }
+    result = codex.worker("near", env=env)  # SAMOCODE_FALLBACK_AFTER: 900 s by default
+    assert result.returncode == 4, result.stderr
+    assert _providers(codex) == ["claude", "claude"]
+
+
+def test_a_limit_on_both_waits_for_the_earlier_reset(codex):
+    far = {**LIMITED, "rate_limit": 3}  # claude: resets in 3 s
+    codex_far = {"exit": 1, "rate_limit": 3 * 3600}  # codex: hours away
+    block = {"signal": {"status": "blocked", "reason": "stop", "needs": "human_decision"}}
+    codex.scenario(sequence=[far, codex_far, block])
+    env = {
+        "CLAUDE_PATH": str(Path(__file__).parent / "fakes" / "fake_claude.py"),
+        "SAMOCODE_FALLBACK_PROVIDER": "codex",
+        "SAMOCODE_FALLBACK_AFTER": "1",
+    }
+    started = time.monotonic()
+    result = codex.worker("both", env=env)
+    assert result.returncode == 4, result.stderr
+    assert _providers(codex) == ["claude", "codex", "claude"]  # back on claude, whose reset came first
+    assert time.monotonic() - started >= 2  # waited for claude's reset, not codex's
+    events = [h.get("event") for h in history(codex.session_dir("both")) if h.get("event")]
+    assert events == [
+        "attempt_failed",
+        "provider_switched",
+        "attempt_failed",
+        "provider_switched",
+        "usage_wait",
+        "usage_resumed",
+    ], events
+
+
+def test_the_fallback_provider_is_checked_as_a_setting(project):
+    result = project.worker("bad", env={"SAMOCODE_FALLBACK_PROVIDER": "gemini"})
+    assert result.returncode == 2
+    assert "SAMOCODE_FALLBACK_PROVIDER must be claude or codex, got 'gemini'" in result.stderr

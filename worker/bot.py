@@ -74,8 +74,9 @@ class Conversation:
             buttons = [[("Approve plan", "approve")], [("Request changes", "changes")]]
             self._send(text + tail, buttons)
         elif gate.kind == brief.QA_GATE:
-            self._send(text + tail, [[("Accept all suggestions", "all")]])
-            self._send_questions()
+            # A Bot API that failed the first message would only hold the wait up with the others.
+            if self._send(text + tail, [[("Accept all suggestions", "all")]]) is not None:
+                self._send_questions()
         else:
             self._send(text + "\n\nReply with your direction: it becomes the unblock note." + tail)
         self.poller.start()
@@ -93,8 +94,9 @@ class Conversation:
                     for letter, opt in q.options
                 ]
                 text = "\n".join([*lines, "Reply to this message to answer in your own words."])
-                if (sent := self._send(text, rows)) is not None:
-                    self.question_of[sent] = q.number
+                if (sent := self._send(text, rows)) is None:
+                    break
+                self.question_of[sent] = q.number
 
     def close(self, note: str = "") -> None:
         self.quit.set()

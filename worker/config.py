@@ -130,6 +130,9 @@ class Settings:
     price_output_per_mtok: float = 0.0
     price_cached_per_mtok: float = 0.0
     signal_copy: int = 1  # 0 = no second copy of the signal from the CLI's final answer
+    pause_at: float = 95.0  # percent of a rate-limit window; 0 = never pause before it closes
+    fallback_provider: str = ""  # claude | codex: runs the iterations while the other is limited
+    fallback_after: float = 900.0  # a usage reset further away than this switches to the fallback
     timeout_override: float = 0.0  # --timeout
 
     def masked(self) -> dict[str, object]:
@@ -170,6 +173,9 @@ ENV_NAMES = {
     "price_output_per_mtok": "SAMOCODE_PRICE_OUTPUT_PER_MTOK",
     "price_cached_per_mtok": "SAMOCODE_PRICE_CACHED_PER_MTOK",
     "signal_copy": "SAMOCODE_SIGNAL_COPY",
+    "pause_at": "SAMOCODE_PAUSE_AT",
+    "fallback_provider": "SAMOCODE_FALLBACK_PROVIDER",
+    "fallback_after": "SAMOCODE_FALLBACK_AFTER",
 }
 # Settings that must be above zero (the others may be zero, which means "off" where it applies).
 _POSITIVE = {"claude_max_turns", "claude_timeout", "codex_timeout", "idle_timeout", "timeout_override"}
@@ -274,6 +280,9 @@ def load_settings(environ: Mapping[str, str], overrides: Mapping[str, object] | 
     provider = str(values.get("provider", defaults.provider))
     if provider not in ("claude", "codex"):
         problems.append(f"SAMOCODE_PROVIDER must be claude or codex, got '{provider}'")
+    fallback = str(values.get("fallback_provider", ""))
+    if fallback not in ("", "claude", "codex"):
+        problems.append(f"SAMOCODE_FALLBACK_PROVIDER must be claude or codex, got '{fallback}'")
     if problems:
         raise ConfigError(problems)
     return Settings(**values)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ budget, the stall breaker, usage waits and backoff; the session lease is `sessio
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import os
 import threading
@@ -17,13 +18,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker import gate, gatewait, journal, outcomes, process, rails
+from worker import gate, gatewait, journal, limitrun, outcomes, process, rails
 from worker import history as hist
 from worker.attempt import Attempt, Request, SignalStuck, run_attempt
 from worker.brief import Briefer
 from worker.config import Project, Settings
 from worker.errors import ExitCode, SamocodeError
 from worker.journal import JournalError, stamp
+from worker.limitrun import LimitRun
 from worker.notify import Notifier
 from worker.outcomes import Change, worker_stop
 from worker.overview import OverviewError
@@ -190,6 +192,7 @@ class _Loop:
             self._note(outcomes.phase_set_by_hand(state, was, self.rt.now()))
         self.spend = journal.load_spend(self.paths)
         self.stall.start(hist.last_decision(history), state.phase.value)
+        self.lim = LimitRun(self.settings, self.rt.provider, history, time.time(), log=self.rt.log)
         while True:
             try:
                 ov = self.ws.read()
@@ -207,6 +210,11 @@ class _Loop:
                     ExitCode.LIMIT, f"stopped after {self.iterations_run} iterations (--max-iterations)"
                 )
             self.rt.ready()
+            paused = self._pause(state)  # a rate-limit window near its end: wait for its reset first
+            if isinstance(paused, Outcome):
+                return paused
+            if paused:
+                continue
             outcome = self._iteration(state, ov.text)
             if outcome is not None:
                 return outcome
@@ -226,8 +234,10 @@ class _Loop:
             request = Request(
                 state, self.options.task, self.options.dive, tries.previous, tag, self.rt.now(), budget
             )
+            if (back := self.lim.back_if_due(self.rt.now(), state.total + 1)) is not None:
+                self._switched(state, back)
             try:
-                attempt = run_attempt(self.ws, self.rt.provider, self.settings, self.rt.stop, request)
+                attempt = run_attempt(self.ws, self.lim.provider, self.settings, self.rt.stop, request)
             except SignalStuck as exc:
                 stop = worker_stop(state, Verdict.BLOCKED, str(exc))
                 return self._finish(state, stop, None, iteration_id, started, tries, {})
@@ -236,6 +246,7 @@ class _Loop:
                 self._note(outcomes.overview_restored(state, *restored, self.rt.now()))
             record = attempt.record
             tries.add(record)
+            self.lim.seen(record)
             if record.failure is Failure.INTERRUPTED or self.rt.stop.is_set():
                 return self._interrupted(state, iteration_id, record, "")
             if attempt.signal is not None:
@@ -248,6 +259,7 @@ class _Loop:
                 "exit_code": attempt.run.exit_code,
                 "duration_s": round(attempt.run.duration, 3),
                 "log": attempt.log_name,
+                "provider": self.lim.provider.name,
             }
             self._note(outcomes.attempt_failed(iteration_id, state, record, facts, self.rt.now()))
             rails.crash_point("attempt-failed")
@@ -265,7 +277,7 @@ class _Loop:
             return self._provider_failed(state, iteration_id, record, started, tries)
         if failure is Failure.BUDGET:  # the CLI stopped at the budget it was given: never retried
             reason = self.spend.over_budget(state.phase.value, self.settings) or (
-                f"{self.rt.provider.name} stopped at the remaining budget: {record.message[:200]}"
+                f"{self.lim.provider.name} stopped at the remaining budget: {record.message[:200]}"
             )
             return self._finish(
                 state, blocked_for(state, reason, Need.BUDGET), None, iteration_id, started, tries, {}
@@ -273,7 +285,7 @@ class _Loop:
         if failure is Failure.USAGE_LIMIT:
             tries.usage_hits += 1
             tries.failures, tries.previous = 0, ""
-            return self._wait_for_usage(state, iteration_id, record, tries, started)
+            return self._usage_limit(state, iteration_id, record, tries, started)
         if failure is None:
             tries.invalid += 1
             if tries.invalid > 1:  # a clean run that twice left no usable signal
@@ -290,6 +302,56 @@ class _Loop:
         if self.rt.stop.wait(delay):
             return self._interrupted(state, iteration_id, None, "during the retry delay")
         return None
+
+    def _usage_limit(
+        self, state: SessionState, iteration_id: str, record: IterationRecord, tries: _Tries, started: float
+    ) -> Outcome | None:
+        """On the primary: the fallback provider when the reset is far enough (SAMOCODE_FALLBACK_*),
+        else the wait. On the fallback: the earlier of the two resets is waited for."""
+        now = self.rt.now()
+        if self.lim.fallback is not None:
+            back, until = self.lim.both_limited(record.resets_at, now, state.total + 1)
+            if back is not None:
+                self._switched(state, back)
+            record = dataclasses.replace(record, resets_at=until)
+        else:
+            plan = rails.plan_usage_wait(
+                record.resets_at, time.time(), self.settings, tries.usage_hits, tries.waited
+            )
+            if switched := self.lim.switch_for(plan.until, now, state.total + 1, "usage limit"):
+                self._switched(state, switched)
+                tries.usage_hits = 0
+                return None  # the next attempt runs at once, on the fallback
+        return self._wait_for_usage(state, iteration_id, record, tries, started)
+
+    def _pause(self, state: SessionState) -> Outcome | bool:
+        """Before an iteration: a window at or above SAMOCODE_PAUSE_AT is waited out as a usage wait
+        (or run on the fallback provider). True when it paused or switched, an Outcome to stop."""
+        pause = self.lim.pause(time.time())
+        if pause is None:
+            return False
+        now, text = self.rt.now(), pause.text(time.time())
+        plan = rails.plan_usage_wait(pause.until, time.time(), self.settings, 1, 0.0)
+        if switched := self.lim.switch_for(plan.until, now, state.total + 1, text):
+            self._switched(state, switched)
+            return True
+        if plan.beyond:
+            reason = f"{text}, past SAMOCODE_MAX_WAIT ({self.settings.max_wait:g} s)"
+            stop = worker_stop(state, Verdict.WAITING, reason, waiting_for=WaitFor.USAGE_LIMIT)
+            until = dt.datetime.fromtimestamp(plan.until).isoformat(timespec="seconds")
+            return self._apply(state, stop, None, {"resets_at": until}) or True
+        self._note(limitrun.paused(state, pause, plan, now))
+        self._notify("paused", state.phase, text.removeprefix("paused "))
+        self.rt.log(f"{text} ({plan.seconds:.0f} s)")
+        if self._sleep_until(plan.until):
+            return self._interrupted(state, "", None, "during the usage wait")
+        self._note(outcomes.usage_resumed("", state, self.rt.now()))
+        return True
+
+    def _switched(self, state: SessionState, switched: limitrun.Switched) -> None:
+        self._note(switched.change)
+        self._notify("switched", state.phase, switched.text.removeprefix("switched "))
+        self.rt.log(switched.text)
 
     def _wait_for_usage(
         self, state: SessionState, iteration_id: str, record: IterationRecord, tries: _Tries, started: float
@@ -340,7 +402,10 @@ class _Loop:
         cost = tries.cost if tries.cost_known else None
         self.brief.iteration_ended(decided.total, time.monotonic() - started, cost)
         outcome = self._apply(
-            state, decided, record, {"id": iteration_id, "iteration_cost_usd": cost, **extra}
+            state,
+            decided,
+            record,
+            {"id": iteration_id, "iteration_cost_usd": cost, "provider": self.lim.provider.name, **extra},
         )
         journal.clear_marker(self.paths)
         rails.crash_point("marker-cleared")
@@ -389,7 +454,7 @@ class _Loop:
         self, state: SessionState, iteration_id: str, record: IterationRecord, started: float, tries: _Tries
     ) -> Outcome:
         what = record.failure.value if record.failure else "failure"
-        message = f"{self.rt.provider.name} failed ({what}): {record.message}".strip()
+        message = f"{self.lim.provider.name} failed ({what}): {record.message}".strip()
         attempts = f"{tries.failures} attempt" + ("s" if tries.failures != 1 else "")
         message += " (not retried)" if record.failure in FATAL else f" after {attempts}"
         self._note(outcomes.provider_failed(iteration_id, state, what, message, self.rt.now()))

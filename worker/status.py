@@ -23,7 +23,7 @@ from worker.config import Settings
 from worker.overview import OverviewError
 from worker.session import SessionPaths, holder
 from worker.signals import InvalidSignal, read_signal
-from worker.streamview import last_limits, last_stream_problem, limits_text
+from worker.streamview import fallback_text, last_limits, last_stream_problem, limits_text
 
 MAX_BYTES = 1000  # the parent reads the report every minute; keep it well under 1 KiB
 _COMPACT = (",", ":")  # JSON without the spaces: some 80 bytes of the budget for the content
@@ -69,6 +69,7 @@ class Report:
     last_run: LastRun | None = None
     limits: dict[str, Any] | None = None  # the last reported rate-limit windows
     stream_problem: str | None = None  # what the newest attempt's stream lacked
+    provider: str | None = None  # while on the fallback provider: "codex (fallback for claude until 18:10)"
     gate_wait: str | None = None  # "waiting for X (worker waits for a reply until 18:00)" during a gate wait
 
 
@@ -204,6 +205,7 @@ def build(paths: SessionPaths, rails: dict[str, Any], workdir_fallback: Path | N
         last_run=last_run(paths, waiting),
         limits=last_limits(history),
         stream_problem=last_stream_problem(history),
+        provider=fallback_text(history),
         gate_wait=gatewait.describe(*waited) if (waited := gatewait.waiting(paths)) else None,
     )
 
@@ -347,6 +349,7 @@ def _text(r: Report) -> str:
         f"Spend: {_spend_text(r)}",
         *([f"Limits: {limits_text(r.limits)}"] if r.limits else []),
         *([f"Stream: {r.stream_problem}"] if r.stream_problem else []),
+        *([f"Provider: {r.provider}"] if r.provider else []),
         f"Rails: {_rails_text(r.rails)}",
         "Flow:",
         *(f"- {line}" for line in r.flow),
@@ -361,6 +364,8 @@ def _json(r: Report) -> str:
     data["flow"], data["commits"] = list(r.flow), list(r.commits)
     if r.gate_wait is None:  # only while a worker waits at a gate for a reply (the 1 KB budget)
         del data["gate_wait"]
+    if r.provider is None:  # only while on the fallback provider (the 1 KB budget)
+        del data["provider"]
     if r.last_run is not None:
         data["last_run"] = {k: data["last_run"][k] for k in ("code", "outcome", "message", "at")}
     return json.dumps(data, ensure_ascii=False, separators=_COMPACT)

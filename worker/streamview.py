@@ -66,3 +66,18 @@ def limits_text(limits: dict[str, Any], now: float | None = None) -> str:
             words.append(("until " if reset > now else "reset ") + _clock(reset, now))
         parts.append(" ".join(words))
     return " · ".join(parts)
+
+
+def fallback_text(history: Sequence[dict], now: float | None = None) -> str | None:
+    """'codex (fallback for claude until 18:10)' while the session runs on the fallback provider
+    (its last switch went to it); None otherwise."""
+    for record in reversed(history):
+        if record.get("event") != "provider_switched":
+            continue
+        until = _number(record.get("until_epoch"))
+        if until is None:
+            return None  # the last switch went back to the primary
+        now = time.time() if now is None else now
+        to, primary = str(record.get("to"))[:16], str(record.get("from"))[:16]
+        return f"{to} (fallback for {primary} until {_clock(until, now)})"
+    return None

@@ -309,10 +309,18 @@ class ModelServer:
         *,
         unified_reset_in: float = 5 * 3600,
         converse: ConverseFor | None = None,
+        unified_windows: Mapping[str, float] | None = None,
+        unified_status: str = "allowed",
+        unified_warn_at: float = 0.9,
     ):
         self.script = script
         self.converse = converse
         self.unified_reset_in = unified_reset_in
+        # Per-window utilization sent with every successful answer ({"5h": 0.97, "7d": 0.4}); a test may
+        # change it between requests. `unified_status` is the overall status (allowed | allowed_warning).
+        self.unified_windows = dict(unified_windows or {})
+        self.unified_status = unified_status
+        self.unified_warn_at = unified_warn_at
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
         self._fail_counts: dict[tuple[int, int, str], int] = {}
@@ -577,12 +585,22 @@ class _Anthropic:
 
     def _unified_allowed(self) -> dict[str, str]:
         reset = int(time.time() + self.owner.unified_reset_in)
-        return {
-            "anthropic-ratelimit-unified-status": "allowed",
+        headers = {
+            "anthropic-ratelimit-unified-status": self.owner.unified_status,
             "anthropic-ratelimit-unified-reset": str(reset),
             "anthropic-ratelimit-unified-representative-claim": "five_hour",
             "request-id": f"req_{self.owner._next_id():06d}",
         }
+        for window, used in (self.owner.unified_windows or {}).items():  # e.g. {"5h": 0.97}
+            headers[f"anthropic-ratelimit-unified-{window}-utilization"] = str(used)
+            headers[f"anthropic-ratelimit-unified-{window}-reset"] = str(reset)
+            headers[f"anthropic-ratelimit-unified-{window}-status"] = "allowed"
+            if used >= self.owner.unified_warn_at:
+                # The early warning: 2.1.197 reports a window's utilization only with this header.
+                headers[f"anthropic-ratelimit-unified-{window}-surpassed-threshold"] = str(
+                    self.owner.unified_warn_at
+                )
+        return headers
 
     def _message(self, content: list[dict[str, Any]], stop_reason: str) -> None:
         msg_id = f"msg_{self.owner._next_id():06d}"

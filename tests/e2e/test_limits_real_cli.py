@@ -4,6 +4,7 @@ the fallback to the other provider."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -11,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from .model_server import Reply, Shell, Tool, parse_session_context
-from .test_failure_matrix import _output, _run_claude, _run_codex, _stop_here
-from .test_worker_real_cli import REPO
+from .env import Login, claude_env, codex_env
+from .model_server import Fail, FailKind, ModelServer, Reply, Shell, Tool, parse_session_context
+from .test_failure_matrix import FAST, _output, _run_claude, _run_codex, _stop_here
+from .test_worker_real_cli import REPO, _history, _project, _signal, _worker, _worker_env
 
 pytestmark = pytest.mark.e2e
 
@@ -100,3 +102,87 @@ def test_codex_child_without_a_signal_file_moves_on_through_its_final_message(tm
     _copied(history, "final_message")
     text = requests[0].body.get("text") or {}
     assert text.get("format", {}).get("type") == "json_schema", text  # --output-schema reached the API
+
+
+# -- 3. pause before the window closes ------------------------------------------------------------------
+def test_claude_window_above_the_threshold_is_waited_out_before_the_next_iteration(tmp_path, claude_bin):
+    """The server reports the 5-hour window at 97% (2.1.197 prints a utilization only past the
+    server's early-warning threshold): the worker waits for its reset (3 s away), then goes on."""
+    _, config, sessions = _project(tmp_path)
+
+    def script(prompt: str) -> list:
+        ctx = parse_session_context(prompt)
+        if ctx.phase != "investigation":
+            return _stop_here(prompt)
+        move = {"status": "continue", "phase": "requirements", "summary": "dived"}
+        return [Shell(_signal(ctx.session_dir, move)), Reply("done")]
+
+    with ModelServer(script, unified_reset_in=4, unified_windows={"5h": 0.97}) as server:
+        cli = claude_env(tmp_path / "home", server.port, login=Login.OAUTH)
+        env = _worker_env(cli, tmp_path, CLAUDE_PATH=str(claude_bin), **FAST)
+        started = time.monotonic()
+        result = _worker(config, env, timeout=120)
+        elapsed = time.monotonic() - started
+        calls = [r.at for r in server.main_requests()]
+    assert result.returncode == 4, _output(result)
+    history = _history(sessions)
+    events = [h.get("event") or h.get("decision") for h in history]
+    assert events == ["continue", "usage_wait", "usage_resumed", "blocked"], history
+    assert history[0]["limits"]["five_hour"]["utilization"] == 0.97, history[0]
+    wait = history[1]
+    assert wait["source"] == "pause" and wait["pause"]["window"] == "five_hour", wait
+    assert elapsed >= 3, elapsed
+    # The second iteration's first call came after the reset the first one reported.
+    gap = [b - a for a, b in itertools.pairwise(calls)]
+    assert max(gap) >= 2.5, gap
+
+
+# -- 4. fall back to the other provider -------------------------------------------------------------------
+def test_claude_limited_for_an_hour_runs_on_codex_then_back_on_claude_after_the_reset(
+    tmp_path, claude_bin, codex_bin
+):
+    """Claude's first call hits a subscription limit resetting in an hour; with Codex as the fallback the
+    next attempt runs on Codex. Its scripted child then moves the worker's clock past the reset (the test
+    hook SAMOCODE_TEST_CLOCK_FILE), and the next iteration runs on Claude again."""
+    _, config, sessions = _project(tmp_path)
+    skew = tmp_path / "clock-skew"
+
+    def script(prompt: str) -> list:
+        ctx = parse_session_context(prompt)
+        if ctx.phase != "investigation":
+            return _stop_here(prompt)
+        move = {"status": "continue", "phase": "requirements", "summary": "dived on the fallback"}
+        return [
+            Fail(FailKind.UNIFIED_REJECTED, times=1, reset_in=3600),
+            Shell(f"echo 3700 > '{skew}' && " + _signal(ctx.session_dir, move)),
+            Reply("done"),
+        ]
+
+    with ModelServer(script) as server:
+        cli = {
+            **codex_env(tmp_path / "codex-home", server.port),
+            **claude_env(tmp_path / "home", server.port, login=Login.OAUTH),
+        }
+        env = _worker_env(
+            cli,
+            tmp_path,
+            CLAUDE_PATH=str(claude_bin),
+            CODEX_PATH=str(codex_bin),
+            SAMOCODE_FALLBACK_PROVIDER="codex",
+            SAMOCODE_TEST_CLOCK_FILE=str(skew),
+            **FAST,
+        )
+        record = _started(config, sessions, env)  # through `samocode start`, as the skill runs it
+        protocols = [r.protocol for r in server.main_requests()]
+    assert record["code"] == 4, record
+    history = _history(sessions)
+    failed = [h for h in history if h.get("event") == "attempt_failed"]
+    assert [(h["provider"], h["failure"]) for h in failed] == [("claude", "usage_limit")], history
+    switches = [(h["from"], h["to"]) for h in history if h.get("event") == "provider_switched"]
+    assert switches == [("claude", "codex"), ("codex", "claude")], history
+    decisions = [h for h in history if h.get("decision")]
+    assert [(d["provider"], d["decision"]) for d in decisions] == [
+        ("codex", "continue"),
+        ("claude", "blocked"),
+    ]
+    assert protocols[0] == "anthropic" and "openai" in protocols and protocols[-1] == "anthropic", protocols

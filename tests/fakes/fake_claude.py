@@ -19,7 +19,8 @@ flow (event text), files {relative name: content} (session dir), code {relative 
 assistant events), half_line (print a partial line then sleep), spawn ("holder": grandchild keeps
 stdout; "setsid": sleeper in its own session), exit (code), result (merged into the result event;
 null to print none), rate_limit (resetsAt seconds from now: a rejected rate_limit_event), limits
-({window: utilization}: an allowed rate_limit_event reporting them), stderr,
+({window: utilization}: an allowed rate_limit_event reporting them; five_hour at 0.9 or more is the
+server's early warning, with its utilization in rate_limit_info; limits_reset: seconds), stderr,
 pause_after_signal (s to sleep after the signal is written, before the result), ignore_term (bool:
 SIGTERM is ignored), signal_as ("fifo" | "dir" | "symlink:<target>" | "mb:<N>" | "hex:<bytes>":
 `_signal.json` made into that instead of a small text file).
@@ -95,7 +96,7 @@ def main():
         )
     stall(action, '{"type":"assistant","message":{"content":[{"type":"text","text":"partial')
     if action.get("limits"):
-        emit(rate_limit_event("allowed", action["limits"], 3600))
+        emit(rate_limit_event("allowed", action["limits"], float(action.get("limits_reset", 3600))))
     if action.get("rate_limit") is not None:
         emit(rate_limit_event("rejected", {"five_hour": 1.0}, float(action["rate_limit"])))
     budget = flag_value("--max-budget-usd")
@@ -201,6 +202,10 @@ ORDER_NEW = (
 def rate_limit_event(status, windows, reset_in):
     resets = int(time.time() + reset_in)
     info = {"status": status, "resetsAt": resets, "rateLimitType": "five_hour", "isUsingOverage": False}
+    used = windows.get("five_hour", 0)
+    if status == "allowed" and used >= 0.9:
+        # The server's early warning: the only way 2.1.197 reports a utilization (both versions say it).
+        info.update(status="allowed_warning", utilization=used, surpassedThreshold=0.9)
     if NEW:
         info["unifiedWindows"] = {
             name: {"utilization": used, "resetsAt": resets, "status": status if used >= 1 else "allowed"}
