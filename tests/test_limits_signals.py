@@ -383,3 +383,25 @@ def test_the_fallback_provider_is_checked_as_a_setting(project):
     result = project.worker("bad", env={"SAMOCODE_FALLBACK_PROVIDER": "gemini"})
     assert result.returncode == 2
     assert "SAMOCODE_FALLBACK_PROVIDER must be claude or codex, got 'gemini'" in result.stderr
+
+
+def test_a_restarted_worker_resumes_a_fallback_still_in_force_and_only_that():
+    now = 1_000_000.0
+    to_codex = {"event": "provider_switched", "from": "claude", "to": "codex", "until_epoch": now + 60}
+    back = {"event": "provider_switched", "from": "codex", "to": "claude", "until_epoch": None}
+    assert limits.resumed([to_codex], "claude", now) == limits.Fallback("claude", "codex", now + 60)
+    assert limits.resumed([to_codex, back], "claude", now) is None  # it went back already
+    assert limits.resumed([to_codex], "claude", now + 61) is None  # the reset has passed
+    assert limits.resumed([to_codex], "codex", now) is None  # the primary changed since
+
+
+def test_the_fallback_is_taken_only_for_a_wait_longer_than_fallback_after():
+    assert limits.fall_back("claude", "codex", 2000.0, 1000.0, 900) == limits.Fallback(
+        "claude", "codex", 2000.0
+    )
+    assert limits.fall_back("claude", "codex", 1800.0, 1000.0, 900) is None
+    assert limits.fall_back("claude", "", 9000.0, 1000.0, 900) is None
+    assert limits.fall_back("codex", "codex", 9000.0, 1000.0, 900) is None
+    on = limits.Fallback("claude", "codex", 5000.0)
+    assert limits.both_limited(on, 4000.0) == (False, 4000.0)  # the fallback's reset comes first
+    assert limits.both_limited(on, 6000.0) == (True, 5000.0)  # the primary's: back to it, wait for it
