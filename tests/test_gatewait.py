@@ -138,6 +138,7 @@ def test_a_plan_approved_by_a_button_goes_on_to_implementation_without_a_restart
     with worker(project, "phone", env_of(bot.url)) as proc:
         approve = until(lambda: buttons(bot, "Approve plan"), "the plan's buttons")
         plan_text = bot.messages[approve[0]]["text"]
+        assert "Session spend: $0.04" in plan_text  # three iterations at $0.0125 each
         assert (
             "Plan: " in plan_text
             and "-plan-x.md" in plan_text
@@ -360,3 +361,21 @@ def test_start_returns_while_the_worker_waits_and_stop_ends_the_wait(project, bo
     record = json.loads((project.session_dir("bg") / "_worker.json").read_text())
     assert record["code"] == 130 and "waiting at the gate" in record["message"]
     assert not (project.session_dir("bg") / ".samocode.gatewait.json").exists()
+
+
+def test_malformed_updates_are_skipped_and_a_good_one_after_them_still_acts(project, bot):
+    project.scenario(by_phase={**TO_PLAN_WAIT, **TO_DONE})
+    with worker(project, "junk", env_of(bot.url)) as proc:
+        approve = until(lambda: buttons(bot, "Approve plan"), "the plan's buttons")
+        bot.push({"message": "not an object"})
+        bot.push({"message": {"chat": {"id": 42}, "text": "hi", "date": "yesterday"}})
+        bot.push({"message": {"chat": {"id": 42}, "text": "hi", "reply_to_message": 5, "date": time.time()}})
+        bot.push({"callback_query": {"id": "x", "message": {"chat": {"id": 42}}, "data": 12345}})
+        bot.push({"edited_message": {"chat": {"id": 42}}})
+        press(bot, approve)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (out, err)
+    assert "Phase: done" in overview(project, "junk")
+    assert len([r for r in history(project, "junk") if r.get("event") == "approved"]) == 1
+    log = (project.session_dir("junk") / "session.log").read_text()
+    assert log.count("ignored a Telegram update the worker could not read") == 2

@@ -113,7 +113,10 @@ class Conversation:
                 update = self.updates.get_nowait()
             except queue.Empty:
                 break
-            acted = self._handle(update) or acted
+            try:
+                acted = self._handle(update) or acted
+            except (AttributeError, TypeError, ValueError, KeyError) as exc:  # a malformed update
+                log.warning("ignored a Telegram update the worker could not read: %s", type(exc).__name__)
         return acted
 
     def _handle(self, update: dict) -> bool:

@@ -198,6 +198,17 @@ def gate_of(paths: SessionPaths) -> Gate:
     return Gate(wait or "human", phase, (f"Needed: {clip(reason, 600)}",) if reason else ())
 
 
+def spent(paths: SessionPaths) -> float | None:
+    """The session's spend so far from the history's running totals; None when unknown."""
+    from worker import history as hist
+
+    try:
+        costs = hist.totals(paths.history).get("cost_usd") or {}
+    except OSError:
+        return None
+    return sum(costs.values()) if costs else None
+
+
 # -- the notifier's side: facts of the iteration, then the message ---------------------------------
 
 
@@ -235,6 +246,8 @@ class Briefer:
         if kind in ("waiting", "blocked"):
             gate = gate_of(self.paths)
             body, phase = gate.body, gate.phase if gate.phase != "?" else phase
+        if total_cost is None:
+            total_cost = spent(self.paths)
         return compose(kind, self.where(phase), detail, last=self.last, total_cost=total_cost, body=body)
 
     def send(self, kind: str, phase: str, detail: str, total_cost: float | None) -> None:
