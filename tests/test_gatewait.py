@@ -379,3 +379,14 @@ def test_malformed_updates_are_skipped_and_a_good_one_after_them_still_acts(proj
     assert len([r for r in history(project, "junk") if r.get("event") == "approved"]) == 1
     log = (project.session_dir("junk") / "session.log").read_text()
     assert log.count("ignored a Telegram update the worker could not read") == 2
+
+
+def test_a_wait_no_reply_can_end_exits_at_once_as_before_and_still_notifies(project, bot):
+    no_questions = {"signal": {"status": "waiting", "for": "qa_answers", "reason": "questions"}}
+    project.scenario(by_phase={"investigation": QA_THEN_PLAN[0], "requirements": no_questions})
+    started = time.monotonic()
+    result = project.worker("noqa", "--task", "t", env=env_of(bot.url, wait=60))
+    assert result.returncode == 3, result.stderr
+    assert time.monotonic() - started < 30
+    assert message_saying(bot, "waiting for you ⏸ waiting for qa_answers")
+    assert not bot.calls("getUpdates")

@@ -219,11 +219,14 @@ def _closing(end: End, kind: str) -> str:
     return ""
 
 
-def takes_over(settings: Settings, code: int, waiting_for: str | None) -> bool:
-    """Whether the wait sends this stop's notification itself (with its buttons)."""
-    if not enabled(settings):
-        return False
-    return code == ExitCode.BLOCKED or (code == ExitCode.WAITING and waiting_for in brief.HUMAN_GATES)
+def takes_over(settings: Settings, code: int, paths: SessionPaths) -> bool:
+    """Whether a wait follows this stop (it then sends the stop's notification itself, with buttons)."""
+    return (
+        enabled(settings)
+        and code in (ExitCode.WAITING, ExitCode.BLOCKED)
+        and brief.gate_of(paths).kind in brief.HUMAN_GATES
+        and not is_open(paths)
+    )
 
 
 class Wait:
@@ -249,15 +252,10 @@ class Wait:
 
     def at_gate(self, code: int) -> End | None:
         """None when the worker exits at once (no wait set, or not a stop a reply can end)."""
-        if (
-            self.lease is None
-            or code not in (ExitCode.WAITING, ExitCode.BLOCKED)
-            or not enabled(self.settings)
-        ):
+        # Not when a reply could not help, e.g. waiting for answers with no question open: exit as before.
+        if self.lease is None or not takes_over(self.settings, code, self.paths):
             return None
         gate = brief.gate_of(self.paths)
-        if gate.kind not in brief.HUMAN_GATES:
-            return None
         return self._wait(gate, Hold(self.paths, self.lease, self.stop))
 
     def _wait(self, gate: brief.Gate, hold: Hold) -> End:

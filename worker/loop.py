@@ -434,9 +434,8 @@ class _Loop:
         if applied.code is None:
             return None
         kind = "done" if applied.code is ExitCode.DONE else applied.code.name.lower()
-        waiting_for = decided.waiting_for.value if decided.waiting_for else None
         # With SAMOCODE_GATE_WAIT, the wait sends this one itself, with its buttons.
-        if not gatewait.takes_over(self.settings, applied.code, waiting_for):
+        if not gatewait.takes_over(self.settings, applied.code, self.paths):
             self._notify(kind, decided.phase, applied.message, decided.total)
         return self._outcome(applied.code, applied.message)
 
