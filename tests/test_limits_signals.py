@@ -405,3 +405,28 @@ def test_the_fallback_is_taken_only_for_a_wait_longer_than_fallback_after():
     on = limits.Fallback("claude", "codex", 5000.0)
     assert limits.both_limited(on, 4000.0) == (False, 4000.0)  # the fallback's reset comes first
     assert limits.both_limited(on, 6000.0) == (True, 5000.0)  # the primary's: back to it, wait for it
+
+
+# -- through `samocode start` ----------------------------------------------------------------------------
+
+
+def _run_started(project, name: str, env: dict) -> dict:
+    """`samocode start`, then the detached worker's run-end record once it has ended."""
+    started = project.run("start", "--config", str(project.config), "--session", name, env=env)
+    assert started.returncode in (0, 3, 4), started.stdout + started.stderr
+    record = project.session_dir(name) / "_worker.json"
+    wait_for(lambda: record.is_file() and "code" in json.loads(record.read_text() or "{}"), timeout=60)
+    return json.loads(record.read_text())
+
+
+def test_under_samocode_start_the_budget_stops_inside_and_the_copy_is_used(project):
+    forgot = {**WORK, "structured_output": SIGNAL}  # no _signal.json: the copy moves it on
+    project.scenario(sequence=[forgot], by_phase={"requirements": STAY})
+    ended = _run_started(project, "started", {"SAMOCODE_MAX_COST_USD": "0.02"})
+    assert (ended["code"], ended["outcome"]) == (4, "blocked"), ended
+    session = project.session_dir("started")
+    first, last = decisions(session)
+    assert first["signal_source"] == "structured_output"
+    assert (last["decision"], last["needs"]) == ("blocked", "budget")
+    failed = [h["failure"] for h in history(session) if h.get("event") == "attempt_failed"]
+    assert failed == ["budget"] and len(project.records()) == 2
