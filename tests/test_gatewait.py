@@ -390,3 +390,26 @@ def test_a_wait_no_reply_can_end_exits_at_once_as_before_and_still_notifies(proj
     assert time.monotonic() - started < 30
     assert message_saying(bot, "waiting for you ⏸ waiting for qa_answers")
     assert not bot.calls("getUpdates")
+
+
+def test_a_dripping_bot_api_holds_up_neither_a_parent_command_nor_sigterm(project, bot):
+    blocked = {"signal": {"status": "blocked", "reason": "needs a key", "needs": "access"}}
+    project.scenario(by_phase={**TO_PLAN_WAIT, "implementation": blocked})
+    with worker(project, "drip", env_of(bot.url)) as proc:
+        until(lambda: buttons(bot, "Approve plan"), "the plan's buttons")
+        bot.drip = 0.2  # from now on every answer comes one byte at a time, for ever
+        before = len(bot.calls("sendMessage"))
+        started = time.monotonic()
+        approved = project.run("approve", "--config", str(project.config), "--session", "drip")
+        assert approved.returncode == 0, approved.stderr
+        assert time.monotonic() - started < 5
+        # implementation blocks: the wait's message to the phone now drips; SIGTERM in the middle of it
+        until(lambda: "Blocked: yes" in overview(project, "drip"), "the block")
+        until(lambda: len(bot.calls("sendMessage")) > before, "the blocked message under way")
+        time.sleep(0.5)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 143, (out, err)
+    assert time.monotonic() - sent < 2.0
+    assert TOKEN not in out + err
