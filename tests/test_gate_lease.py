@@ -98,3 +98,15 @@ def test_status_sees_the_wait_only_while_its_worker_holds_the_lease(waiting):
     hold.label(f"worker {gatewait.LABEL}")
     gatewait.clear_wait(paths)
     assert gatewait.waiting(paths) is None
+
+
+def test_fifos_planted_at_the_wait_files_block_neither_status_nor_a_command(waiting):
+    paths, hold, _ = waiting
+    for name in (gatewait.WAIT_FILE, gatewait.KNOCK_FILE):
+        os.mkfifo(paths.dir / name)
+    started = time.monotonic()
+    assert gatewait.waiting(paths) is None
+    assert not hold.knocked()
+    gatewait.withdraw(paths)
+    assert not gatewait.step_in(paths, Lease(paths), "approve", wait=0.3)
+    assert time.monotonic() - started < 2

@@ -25,6 +25,7 @@ from typing import Any
 
 from worker import brief
 from worker.config import Settings
+from worker.gatewait import read_small, write_small
 from worker.notify import TelegramNotifier
 from worker.session import SessionPaths
 
@@ -282,8 +283,8 @@ class Conversation:
 
     def _load_offset(self) -> int | None:
         try:
-            value = json.loads((self.paths.dir / OFFSET_FILE).read_text(encoding="utf-8"))["offset"]
-        except (OSError, ValueError, KeyError, TypeError):
+            value = json.loads(read_small(self.paths.dir / OFFSET_FILE))["offset"]
+        except (ValueError, KeyError, TypeError):
             return None
         return value if isinstance(value, int) else None
 
@@ -292,7 +293,7 @@ class Conversation:
         path = self.paths.dir / OFFSET_FILE
         try:
             tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text(json.dumps({"offset": offset}), encoding="utf-8")
+            write_small(tmp, json.dumps({"offset": offset}), sync=True)  # survives a crash too
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("cannot save the Telegram offset in %s: %s", path.name, exc.strerror)

@@ -21,6 +21,7 @@ import datetime as dt
 import enum
 import json
 import os
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -63,7 +64,7 @@ def step_in(paths: SessionPaths, lease: Lease, what: str, wait: float = KNOCK_WA
         return False
     knock = paths.dir / KNOCK_FILE
     try:
-        knock.write_text(f"{os.getpid()} {what}\n", encoding="utf-8")
+        write_small(knock, f"{os.getpid()} {what}\n")
     except OSError:
         return False
     deadline = time.monotonic() + wait
@@ -86,11 +87,35 @@ def withdraw(paths: SessionPaths) -> None:
 
 
 def _knocker(knock: Path) -> int | None:
-    try:
-        text = knock.read_text(encoding="utf-8").split()
-    except (OSError, UnicodeDecodeError):
-        return None
+    text = read_small(knock).split()
     return int(text[0]) if text and text[0].isdigit() else None
+
+
+def write_small(path: Path, text: str, sync: bool = False) -> None:
+    """Write a small file (never blocking on a FIFO planted there: ENXIO instead). OSError."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, text.encode("utf-8"))
+        if sync:
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_small(path: Path, limit: int = 4096) -> str:
+    """The start of a small regular file, '' otherwise: a FIFO or device planted there never blocks."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return os.read(fd, limit).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 # -- what status shows --------------------------------------------------------------------------------
@@ -102,7 +127,7 @@ def waiting(paths: SessionPaths) -> tuple[str, dt.datetime] | None:
     if pid is None:
         return None
     try:
-        data = json.loads((paths.dir / WAIT_FILE).read_text(encoding="utf-8"))
+        data = json.loads(read_small(paths.dir / WAIT_FILE) or "{}")
         if data.get("pid") != pid:
             return None
         return str(data["for"]), dt.datetime.fromtimestamp(float(data["until"]))
@@ -115,10 +140,7 @@ def _waiting_pid(paths: SessionPaths) -> int | None:
     held = lease_holder(paths)
     if held is None or held[1] != "worker":
         return None
-    try:
-        words = paths.lease.read_text(encoding="utf-8", errors="replace").split()
-    except OSError:
-        return None
+    words = read_small(paths.lease, 200).split()
     return held[0] if words[3:4] == [LABEL] else None
 
 
@@ -190,7 +212,7 @@ def write_wait(paths: SessionPaths, what: str, until: float) -> None:
     data = {"pid": os.getpid(), "for": what, "until": until}
     with contextlib.suppress(OSError):
         tmp = paths.dir / (WAIT_FILE + ".tmp")
-        tmp.write_text(json.dumps(data), encoding="utf-8")
+        write_small(tmp, json.dumps(data))
         os.replace(tmp, paths.dir / WAIT_FILE)
 
 
