@@ -234,7 +234,10 @@ def test_a_restart_does_not_apply_an_old_update_again(project, bot):
     blocked = {"signal": {"status": "blocked", "reason": "no access", "needs": "access"}}
     project.scenario(by_phase={"investigation": blocked})
     with worker(project, "again", env_of(bot.url, wait=3)) as proc:
-        until(lambda: message_saying(bot, "Reply with your direction"), "the blocked message")
+        asked = until(lambda: message_saying(bot, "Reply with your direction"), "the blocked message")
+        lines = bot.messages[asked]["text"].splitlines()
+        assert lines[0] == "samocode · again [investigation]: blocked ⛔"
+        assert "Reason: no access" in lines and "Needed: access" in lines
         note = say(bot, "use the read replica")
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 4, (out, err)  # unblocked, blocked again, then the wait ran out

@@ -289,10 +289,10 @@ class Wait:
         talk = Conversation(self.paths, self.settings, self.stop, lambda command: self._act(hold, command))
         end = End.TIMEOUT
         try:
-            kind = "blocked" if gate.kind == brief.BLOCKED else "waiting"
-            text = self.briefer.message(
-                kind, gate.phase, f"{kind} for {gate.kind}".replace("blocked for ", ""), None
-            )
+            if gate.kind == brief.BLOCKED:  # the reason and what is needed follow in the body
+                text = self.briefer.message("blocked", gate.phase, "", None)
+            else:
+                text = self.briefer.message("waiting", gate.phase, f"waiting for {gate.kind}", None)
             talk.open(gate, text, dt.datetime.fromtimestamp(self.until))
             self.ready()
             end = self._watch(hold, talk)
