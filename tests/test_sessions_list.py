@@ -90,7 +90,7 @@ def test_every_state(tmp_path: Path) -> None:
     assert found["26-11-29-qa"].detail == "waiting for qa_answers"
     stuck = found["26-11-29-stuck"]
     assert (stuck.state, stuck.phase) == ("blocked", "testing")
-    assert stuck.detail == "Blocked: the test DB needs a password"
+    assert stuck.detail == "the test DB needs a password"  # no "blocked: Blocked: ..." in the line
     finished = found["26-11-29-finished"]
     assert (finished.state, finished.spend) == ("done", "$3.10")
     assert finished.last_run == {

@@ -81,7 +81,11 @@ def entry(paths: SessionPaths) -> Entry:
     if ov is None:
         state, detail = "unreadable", problem
     elif blocked == "yes":
-        state, detail = "blocked", _clip(get("last action"))
+        reason = get("last action")  # the worker writes it as "Blocked: <reason>"
+        state, detail = (
+            "blocked",
+            _clip(reason[len("blocked:") :].strip() if reason.lower().startswith("blocked:") else reason),
+        )
     elif blocked.startswith("waiting") or (wait and pid is None):
         state, detail = "waiting", f"waiting for {wait or 'a human'}"
     elif phase == "done" and record is not None and record.code == 0 and pid is None:
