@@ -25,7 +25,7 @@ from typing import Any
 
 from worker import brief
 from worker.config import Settings
-from worker.gatewait import read_small, write_small
+from worker.gatelease import read_small, write_small
 from worker.notify import TelegramNotifier
 from worker.session import SessionPaths
 

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker import gatewait, overview, session, status
+from worker import gatelease, overview, session, status
 from worker import history as hist
 from worker.config import Project, gather, load_project, load_settings
 from worker.errors import ConfigError, NoSession, Refused, SessionLocked
@@ -64,14 +64,14 @@ def _leased(paths: SessionPaths, what: str) -> Iterator[None]:
     try:
         lease.acquire(what)  # SessionLocked (exit 6) when a worker runs on the session
     except SessionLocked:
-        if not gatewait.step_in(paths, lease, what):  # a worker waiting at a gate lets commands through
+        if not gatelease.step_in(paths, lease, what):  # a worker waiting at a gate lets commands through
             raise
     except OSError as exc:  # a read-only or full session folder
         raise Refused(f"cannot lock {paths.lease.name}: {exc.strerror} (nothing changed)") from None
     try:
         yield
     finally:
-        gatewait.withdraw(paths)  # before the release: the waiting worker takes the lease back after it
+        gatelease.withdraw(paths)  # before the release: the waiting worker takes the lease back after it
         lease.release()
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from worker import flowlog, gatewait, gitops, overview, runrecord
+from worker import flowlog, gatelease, gitops, overview, runrecord
 from worker import history as hist
 from worker.config import Settings
 from worker.overview import OverviewError
@@ -206,7 +206,7 @@ def build(paths: SessionPaths, rails: dict[str, Any], workdir_fallback: Path | N
         limits=last_limits(history),
         stream_problem=last_stream_problem(history),
         provider=fallback_text(history),
-        gate_wait=gatewait.describe(*waited) if (waited := gatewait.waiting(paths)) else None,
+        gate_wait=gatelease.describe(*waited) if (waited := gatelease.waiting(paths)) else None,
     )
 
 
