@@ -430,3 +430,21 @@ def test_under_samocode_start_the_budget_stops_inside_and_the_copy_is_used(proje
     assert (last["decision"], last["needs"]) == ("blocked", "budget")
     failed = [h["failure"] for h in history(session) if h.get("event") == "attempt_failed"]
     assert failed == ["budget"] and len(project.records()) == 2
+
+
+def test_a_long_pause_runs_the_next_iteration_on_the_fallback_instead(codex):
+    near = {**STAY, "limits": {"five_hour": 0.97}, "limits_reset": 3600}
+    block = {"signal": {"status": "blocked", "reason": "stop", "needs": "human_decision"}}
+    codex.scenario(sequence=[near, block])
+    env = {
+        "CLAUDE_PATH": str(Path(__file__).parent / "fakes" / "fake_claude.py"),
+        "SAMOCODE_FALLBACK_PROVIDER": "codex",
+    }
+    result = codex.worker("pausefb", env=env)
+    assert result.returncode == 4, result.stderr
+    assert _providers(codex) == ["claude", "codex"]  # no hour-long pause: codex ran at once
+    session = codex.session_dir("pausefb")
+    (switch,) = [h for h in history(session) if h.get("event") == "provider_switched"]
+    assert (switch["from"], switch["to"]) == ("claude", "codex")
+    assert "(paused at 97% of the 5-hour window until" in (session / "_overview.md").read_text()
+    assert not [h for h in history(session) if h.get("event") == "usage_wait"]
