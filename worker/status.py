@@ -70,7 +70,7 @@ class Report:
     limits: dict[str, Any] | None = None  # the last reported rate-limit windows
     stream_problem: str | None = None  # what the newest attempt's stream lacked
     provider: str | None = None  # while on the fallback provider: "codex (fallback for claude until 18:10)"
-    gate_wait: str | None = None  # "waiting for X (worker waits for a reply until 18:00)" during a gate wait
+    gate_wait: str | None = None  # "waiting for X (worker waits for a reply until 18:00)"
 
 
 def rails_of(settings: Settings | None, problem: str = "") -> dict[str, Any]:
