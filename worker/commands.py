@@ -165,7 +165,7 @@ def approve(paths: SessionPaths, now: dt.datetime, via: str = "") -> str:
     with _leased(paths, "approve"):
         ov, phase, iteration, total = _state(paths)
         _waiting_plan(ov, phase, paths, "approve")
-        plan = status.newest_plan(paths.dir)
+        plan = status.newest_plan(paths.dir, _history(paths))
         if plan is None:
             raise Refused(f"no plan file in {paths.dir}: planning has not produced a plan yet")
         record = {

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worker import gate, gatewait, journal, limitrun, outcomes, process, rails
+from worker import gate, gatewait, journal, limitrun, outcomes, plans, process, rails
 from worker import history as hist
 from worker.attempt import Attempt, Request, SignalStuck, run_attempt
 from worker.brief import Briefer
@@ -229,6 +229,7 @@ class _Loop:
         self.brief.iteration_started(self.ws.working_dir)
         tries = _Tries()
         started = time.monotonic()
+        plan_files = plans.snapshot(self.paths.dir) if state.phase is Phase.PLANNING else None
         while True:
             budget = self.spend.remaining(state.phase.value, self.settings)
             request = Request(
@@ -252,6 +253,8 @@ class _Loop:
             if attempt.signal is not None:
                 decided = decide(state, attempt.signal)
                 extra = {"signal": attempt.raw, **attempt.signal_facts()}
+                if plan_files is not None and decided.waiting_for is WaitFor.PLAN_APPROVAL:
+                    extra["plan"] = plans.written(self.paths.dir, plan_files)  # what approve approves
                 return self._finish(state, decided, record, iteration_id, started, tries, extra)
             facts = {
                 "reason": attempt.invalid,

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from worker import flowlog, gatelease, gitops, overview, runrecord
+from worker import flowlog, gatelease, gitops, overview, plans, runrecord
 from worker import history as hist
 from worker.config import Settings
 from worker.overview import OverviewError
@@ -143,11 +143,9 @@ def _spend(sums: dict[str, Any]) -> tuple[float | None, int | None, int | None]:
     return (sum(costs.values()) if costs else None), sums["tokens_in"], sums["tokens_out"]
 
 
-def newest_plan(session_dir: Path) -> str | None:
-    plans = [p for p in session_dir.glob("*-plan-*.md") if p.is_file()]
-    if not plans:
-        return None
-    return str(max(plans, key=lambda p: (p.stat().st_mtime_ns, p.name)))
+def newest_plan(session_dir: Path, history: list[dict] | None = None) -> str | None:
+    plan = plans.current(session_dir, history or [])
+    return None if plan is None else str(plan)
 
 
 def _working_dir(text: str, end: int, fallback: Path | None) -> Path | None:
@@ -200,7 +198,7 @@ def build(paths: SessionPaths, rails: dict[str, Any], workdir_fallback: Path | N
         rails=rails,
         flow=tuple(flow),
         commits=tuple(gitops.recent_commits(workdir, 3)) if workdir else (),
-        plan=newest_plan(paths.dir),
+        plan=newest_plan(paths.dir, history),
         qa=str(paths.qa) if paths.qa.is_file() else None,
         last_run=last_run(paths, waiting),
         limits=last_limits(history),
