@@ -222,7 +222,7 @@ def test_updates_from_another_chat_are_ignored_and_logged(project, bot):
         approve = until(lambda: buttons(bot, "Approve plan"), "the plan's buttons")
         press(bot, approve, chat=666)
         say(bot, "/status", chat=666)
-        asked = say(bot, "/status")  # from the configured chat: answered with the report
+        say(bot, "/status")  # from the configured chat: answered with the report
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 3, (out, err)
     assert not [r for r in history(project, "other") if r.get("event") == "approved"]
@@ -230,10 +230,6 @@ def test_updates_from_another_chat_are_ignored_and_logged(project, bot):
     [report] = [b["text"] for b in bot.calls("sendMessage") if b.get("reply_parameters")]
     assert report.startswith("Session: ") and "Phase: planning" in report
     assert "· waiting for plan_approval (worker waits for a reply until " in report
-    assert [
-        b["reply_parameters"]["message_id"] for b in bot.calls("sendMessage") if b.get("reply_parameters")
-    ]
-    assert asked
     log = (project.session_dir("other") / "session.log").read_text()
     assert log.count("(not TELEGRAM_CHAT_ID)") == 2 and "from chat 666" in log
 
