@@ -190,7 +190,7 @@ def gate_of(paths: SessionPaths) -> Gate:
     if phase == "planning" and hist.waits_for_plan_approval(
         blocked, ov.get("waiting for"), ov.get("next"), history
     ):
-        plan = status.newest_plan(paths.dir)
+        plan = status.newest_plan(paths.dir, history)
         return Gate(PLAN_GATE, phase, tuple(plan_lines(Path(plan) if plan else None)))
     if wait == QA_GATE:
         return Gate(QA_GATE, phase, tuple(qa_lines(paths.qa)))
