@@ -27,7 +27,7 @@ from worker_helpers import fakes, history, overview, processes_with, sleepers, t
 
 from worker import launch
 from worker.errors import NotStarted
-from worker.session import SessionPaths, holder
+from worker.session import SessionPaths, holder, pid_alive
 
 STARTED = re.compile(
     r"samocode: started worker pid (?P<pid>\d+) on (?P<dir>\S+) \(output: (?P<out>\S+)/_worker\.out\)\n"
@@ -56,7 +56,7 @@ def started(project):
         if pid and pid > 0:
             pids.append(pid)
     for pid in pids:  # as a parent would: TERM, so the worker stops its children too
-        if launch.alive(pid):
+        if pid_alive(pid):
             os.kill(pid, signal.SIGTERM)
     for pid in pids:
         try:
@@ -102,7 +102,7 @@ def record(folder: Path) -> dict:
 
 
 def wait_gone(pid: int, limit: float = 30) -> None:
-    wait_for(lambda: not launch.alive(pid), limit)
+    wait_for(lambda: not pid_alive(pid), limit)
 
 
 # -- start -----------------------------------------------------------------------------------------
@@ -120,9 +120,9 @@ def test_start_returns_at_once_and_the_worker_runs_on_after_the_starter_exited(p
     pid, folder = int(match["pid"]), Path(match["dir"])
     assert folder.parent == project.sessions and folder.name.endswith("-feat") and match["out"] == str(folder)
     # The starter has exited; its worker holds the session and runs its first (2 s) iteration.
-    assert launch.alive(pid) and holder(SessionPaths(folder)) == pid
+    assert pid_alive(pid) and holder(SessionPaths(folder)) == pid
     wait_for(lambda: project.records(), 10)
-    assert launch.alive(pid)
+    assert pid_alive(pid)
     wait_gone(pid)
     assert overview(folder).get("waiting for") == "qa_answers"
     assert record(folder) | {"started_at": "", "ended_at": ""} == {
@@ -177,7 +177,7 @@ def test_a_started_worker_survives_its_parent_group_being_killed_and_its_termina
             os.killpg(parent.pid, signal.SIGKILL)
         assert parent.wait(timeout=10) != 0
         time.sleep(0.5)
-        assert launch.alive(pid) and holder(SessionPaths(folder)) == pid
+        assert pid_alive(pid) and holder(SessionPaths(folder)) == pid
         assert os.getsid(pid) == pid  # its own session: no terminal, no group of the parent's
     finally:
         if master >= 0:
@@ -203,7 +203,7 @@ def test_start_on_a_session_already_running_exits_6_and_keeps_the_holders_record
     )
     assert second.stdout == ""
     assert not (folder / "_worker.json").exists()  # the refused run wrote no record over the holder's
-    assert launch.alive(pid) and holder(SessionPaths(folder)) == pid
+    assert pid_alive(pid) and holder(SessionPaths(folder)) == pid
 
 
 @pytest.mark.parametrize(
@@ -315,7 +315,7 @@ def test_the_ready_word_returns_at_once_with_the_pid(tmp_path):
     paths, result = _launch(tmp_path, code)
     try:
         assert isinstance(result, launch.Started) and result.output == paths.worker_out
-        assert launch.alive(result.pid) and os.getsid(result.pid) == result.pid
+        assert pid_alive(result.pid) and os.getsid(result.pid) == result.pid
         assert Path(f"/proc/{result.pid}/fd/0").resolve() == Path("/dev/null")
         assert Path(f"/proc/{result.pid}/fd/1").resolve() == paths.worker_out
     finally:
@@ -346,7 +346,7 @@ def test_stop_mid_iteration_interrupts_like_ctrl_c_and_the_next_start_resumes_to
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"samocode: stopped worker pid {pid} (exit 130)\n" and result.stderr == ""
     assert time.monotonic() - began < 15
-    assert not launch.alive(pid) and holder(SessionPaths(folder)) is None
+    assert not pid_alive(pid) and holder(SessionPaths(folder)) is None
     assert sleepers(project.root) == [] and fakes(project.root) == []
     assert record(folder)["code"] == 130 and record(folder)["outcome"] == "interrupted"
     assert history(folder)[-1]["event"] == "interrupted"
@@ -382,7 +382,7 @@ def test_stop_gives_up_after_its_timeout_with_6_and_a_second_stop_finishes(proje
     quick = run(project, "stop", "s", "--timeout", "0.5")
     assert quick.returncode == 6, quick.stdout + quick.stderr
     assert quick.stderr == f"samocode: worker pid {pid} still running after 0.5 s\n"
-    assert launch.alive(pid)
+    assert pid_alive(pid)
     patient = run(project, "stop", "s")
     assert patient.returncode == 0 and patient.stdout == f"samocode: stopped worker pid {pid} (exit 130)\n"
 

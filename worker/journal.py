@@ -37,7 +37,7 @@ from pathlib import Path
 from worker import flowlog, history, overview
 from worker.overview import OverviewError
 from worker.rails import Spend, crash_point
-from worker.session import SessionPaths
+from worker.session import SessionPaths, pid_alive
 from worker.signals import MAX_SIGNAL_BYTES, WaitFor, clear_signal
 
 # History lines a start reads (the last decision, wait and phase); spend comes from the totals.
@@ -188,19 +188,9 @@ def _remove_stale_temps(folder: Path) -> None:
     """Half-written temp files of a dead writer (the renames never happened)."""
     for entry in os.scandir(folder):
         match = _TMP.match(entry.name)
-        if match and not _pid_alive(int(match.group("pid"))):
+        if match and not pid_alive(int(match.group("pid"))):
             with contextlib.suppress(OSError):
                 os.unlink(entry.path)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _stale_signal(path: Path) -> str | None:

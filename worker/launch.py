@@ -28,7 +28,7 @@ from pathlib import Path
 
 from worker import runrecord
 from worker.errors import ConfigError, NotStarted, SessionLocked
-from worker.session import SessionPaths, lease_holder
+from worker.session import SessionPaths, lease_holder, pid_alive
 
 READY = b"ready\n"
 READY_TIMEOUT = 30.0  # a worker passes its gate in well under a second; this bounds a stuck one
@@ -245,7 +245,7 @@ def stop(
         )
     with contextlib.suppress(ProcessLookupError):  # it may have ended by itself just now
         os.kill(pid, signal.SIGINT)
-    while alive(pid) or _still_held(paths, pid):
+    while pid_alive(pid) or _still_held(paths, pid):
         if clock() >= deadline:
             raise SessionLocked(f"worker pid {pid} still running after {timeout:g} s")
         sleep(0.1)
@@ -272,20 +272,3 @@ def holds(pid: int, path: Path) -> bool | None:
             if os.readlink(f"/proc/{pid}/fd/{fd}") == target:
                 return True
     return False
-
-
-def alive(pid: int) -> bool:
-    """Whether `pid` runs (a zombie waiting for a parent that does not reap it does not)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True

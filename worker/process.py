@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker import cgroup
+from worker.session import pid_alive
 
 TAG_VAR = "SAMOCODE_RUN_TAG"
 MAX_LINE = 8 * 1024 * 1024  # longer stream lines are logged but not parsed
@@ -141,7 +142,7 @@ def terminate_tree(
         if before is not None:
             found |= _own_children() - before - {child}
         seen |= found
-        alive = [p for p in seen if _alive(p)]
+        alive = [p for p in seen if pid_alive(p)]
         child_alive = proc is not None and proc.poll() is None
         if not alive and not child_alive:
             break
@@ -160,14 +161,6 @@ def terminate_tree(
     _reap(seen)
     cgroup.remove(tag)
     return len(seen)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
 
 
 class _Lines:

@@ -184,3 +184,20 @@ def lease_holder(paths: SessionPaths) -> tuple[int, str] | None:
         return None
     finally:
         os.close(fd)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie waiting for a parent that does not reap it does not)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
