@@ -87,7 +87,7 @@ def plugin_data_dir(root: Path, environ: Mapping[str, str]) -> Path | None:
     for marketplace, entry in sorted(_json(plugins / "known_marketplaces.json").items()):
         if f"{name}@{marketplace}" not in installed or not isinstance(entry, dict):
             continue
-        source = entry.get("source") if isinstance(entry.get("source"), dict) else {}
+        source = raw if isinstance(raw := entry.get("source"), dict) else {}
         for where in (entry.get("installLocation"), source.get("path")):
             if isinstance(where, str) and where and _under(root, Path(where)) is not None:
                 return plugins / "data" / f"{name}-{marketplace}"

@@ -128,7 +128,7 @@ class Conversation:
         button = update.get("callback_query")
         message = button.get("message") if isinstance(button, dict) else update.get("message")
         chat = message.get("chat", {}).get("id") if isinstance(message, dict) else None
-        if chat is None or str(chat) != self.chat_id:
+        if not isinstance(message, dict) or chat is None or str(chat) != self.chat_id:
             log.warning("ignored Telegram update %d from chat %s (not TELEGRAM_CHAT_ID)", uid, chat)
             return False
         if isinstance(button, dict):

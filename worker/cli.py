@@ -15,7 +15,7 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import NoReturn, TextIO
 
 from worker.errors import ConfigError, ExitCode, SamocodeError
 
@@ -59,7 +59,7 @@ def _positive_int(text: str) -> int:
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a usage error as one line and exit code 2, no usage dump."""
 
-    def error(self, message: str) -> None:  # type: ignore[override]
+    def error(self, message: str) -> NoReturn:
         raise ConfigError(message)
 
 
@@ -307,7 +307,7 @@ def _run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     stop_code = [ExitCode.INTERRUPTED]
 
-    codes = {signal.SIGTERM: ExitCode.TERMINATED, signal.SIGHUP: ExitCode.HANG_UP}
+    codes: dict[int, ExitCode] = {signal.SIGTERM: ExitCode.TERMINATED, signal.SIGHUP: ExitCode.HANG_UP}
 
     def on_signal(signum: int, _frame: object) -> None:
         # A hang-up stops a foreground run like SIGTERM does (its user is gone), told apart in the

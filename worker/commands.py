@@ -14,7 +14,7 @@ import datetime as dt
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,8 +94,8 @@ def _state(paths: SessionPaths) -> tuple[Overview, Phase, int, int]:
 def _commit(
     paths: SessionPaths,
     now: dt.datetime,
-    record: dict[str, object],
-    fields: dict[str, str | None] | None = None,
+    record: Mapping[str, object],
+    fields: Mapping[str, str | None] | None = None,
     flow: tuple[str, ...] = (),
 ) -> None:
     """Through the worker's journal: history first (with the overview change it implies, so a
@@ -314,7 +314,8 @@ def questions(text: str) -> list[Question]:
     """One question per `**Answer:**` line; its suggestion, heading and lettered options are the
     last ones above it (since the previous answer)."""
     found: list[Question] = []
-    suggestion, title, options = "", "", []
+    options: list[tuple[str, str]] = []
+    suggestion, title = "", ""
     pos = 0
     for line in text.splitlines(keepends=True):
         body = line.rstrip("\r\n")

@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 from worker.errors import ConfigError
 
@@ -85,9 +86,9 @@ def load_project(path: Path) -> Project:
         state = "is not a directory" if resolved["MAIN_REPO"].exists() else "does not exist"
         problems.append(f"{path}: MAIN_REPO {resolved['MAIN_REPO']} {state}")
     for key in ("WORKTREES", "SESSIONS"):
-        where = resolved.get(key)
-        if where is not None and where.exists() and not where.is_dir():
-            problems.append(f"{path}: {key} {where} exists but is not a directory")
+        made = resolved.get(key)
+        if made is not None and made.exists() and not made.is_dir():
+            problems.append(f"{path}: {key} {made} exists but is not a directory")
     if problems:
         raise ConfigError(problems)
     for key in ("WORKTREES", "SESSIONS"):
@@ -250,7 +251,7 @@ def load_settings(environ: Mapping[str, str], overrides: Mapping[str, object] | 
     problems."""
     problems: list[str] = []
     merged = raw_values(environ, problems)
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}  # field name -> value already converted to the field's type
     defaults = Settings()
     for f in fields(Settings):
         name = ENV_NAMES.get(f.name)
@@ -285,4 +286,4 @@ def load_settings(environ: Mapping[str, str], overrides: Mapping[str, object] | 
         problems.append(f"SAMOCODE_FALLBACK_PROVIDER must be claude or codex, got '{fallback}'")
     if problems:
         raise ConfigError(problems)
-    return Settings(**values)  # type: ignore[arg-type]
+    return Settings(**values)

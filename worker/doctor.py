@@ -253,8 +253,8 @@ def render(report: Report) -> list[str]:
         if not s.attempts:
             lines.append(f"session {s.name}: no attempt recorded yet")
         else:
-            cli = f" ({s.cli})" if s.cli else ""
-            lines.append(f"session {s.name}{cli}: last stream: {s.stream_problem or 'understood'}")
+            used = f" ({s.cli})" if s.cli else ""
+            lines.append(f"session {s.name}{used}: last stream: {s.stream_problem or 'understood'}")
     problems = report.problems
     lines += [f"problem: {p}" for p in problems]
     lines.append("all well" if not problems else f"{len(problems)} problem(s)")

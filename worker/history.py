@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 # Events the parent commands write: they end whatever the last decision waited for.
 HUMAN_EVENTS = frozenset({"approved", "resumed", "answered", "unblocked", "changes_requested"})
@@ -85,7 +85,7 @@ def add(sums: Mapping[str, Any] | None, record: Mapping[str, Any]) -> dict[str, 
     cost = {str(k): float(v) for k, v in (sums.get("cost_usd") or {}).items() if _number(v)}
     out: dict[str, Any] = {"cost_usd": cost}
     for key in _TOKENS:
-        out[key] = int(sums[key]) if _number(sums.get(key)) else None
+        out[key] = int(total) if _number(total := sums.get(key)) else None
     if _number(value := record.get("cost_usd")):
         phase = str(record.get("phase"))
         cost[phase] = cost.get(phase, 0.0) + float(value)
@@ -102,7 +102,7 @@ def sums_of(records: list[dict]) -> dict[str, Any]:
     return sums
 
 
-def _number(value: object) -> bool:
+def _number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 

@@ -149,5 +149,5 @@ def paused(state: SessionState, pause: limits.Pause, plan: UsageWait, now: dt.da
         "source": "pause",
         "pause": {"window": pause.window, "utilization": pause.utilization},
     }
-    fields = {"Waiting For": WaitFor.USAGE_LIMIT.value, "Next": text}
+    fields: dict[str, str | None] = {"Waiting For": WaitFor.USAGE_LIMIT.value, "Next": text}
     return Change(record, fields, [flow_line(state.total + 1, now, text.capitalize())])

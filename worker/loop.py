@@ -202,9 +202,9 @@ class _Loop:
             if self.rt.stop.is_set():
                 return self._interrupted(state, "", None, "between iterations")
             if reason := cap_reached(state):
-                return self._apply(state, worker_stop(state, Verdict.BLOCKED, reason), None, {})
+                return self._stop(state, worker_stop(state, Verdict.BLOCKED, reason))
             if reason := self.spend.over_budget(state.phase.value, self.settings):
-                return self._apply(state, worker_stop(state, Verdict.BLOCKED, reason, Need.BUDGET), None, {})
+                return self._stop(state, worker_stop(state, Verdict.BLOCKED, reason, Need.BUDGET))
             if self.options.max_iterations and self.iterations_run >= self.options.max_iterations:
                 return Outcome(
                     ExitCode.LIMIT, f"stopped after {self.iterations_run} iterations (--max-iterations)"
@@ -441,6 +441,12 @@ class _Loop:
         if not gatewait.takes_over(self.settings, applied.code, self.paths):
             self._notify(kind, decided.phase, applied.message, decided.total)
         return self._outcome(applied.code, applied.message)
+
+    def _stop(self, state: SessionState, decided: Decision) -> Outcome:
+        """A stop the worker decided before an iteration (never CONTINUE, so the run ends)."""
+        outcome = self._apply(state, decided, None, {})
+        assert outcome is not None, decided.verdict
+        return outcome
 
     def _stop_unreadable(self, reason: str) -> Outcome:
         """The overview is unusable: record the reason everywhere except the overview itself."""

@@ -58,7 +58,7 @@ def record_fields(record: IterationRecord | None) -> dict:
     if record is None:
         return {}
     # Present only when there is something to say, so that a plain record stays short.
-    seen = {"cli": record.cli} if record.cli else {}
+    seen: dict[str, object] = {"cli": record.cli} if record.cli else {}
     if record.stream_problem:
         seen["stream_problem"] = record.stream_problem
     if record.limits:

@@ -285,8 +285,8 @@ def run(
                 close_fds=True,
             )
         finally:
-            if inv.stdin:
-                stdin.close()  # type: ignore[union-attr]
+            if not isinstance(stdin, int):  # a file we opened, not DEVNULL
+                stdin.close()
     except OSError as exc:
         # The CLI vanished or cannot run: reported like a child that failed at once.
         with contextlib.suppress(OSError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def load_agent(phase: Phase, root: Path = INSTALL_ROOT) -> AgentSpec:
     tools = meta.get("tools") or ()
     if isinstance(tools, str):
         tools = tuple(t.strip() for t in tools.split(",") if t.strip())
+    if not isinstance(tools, Iterable):
+        raise InstallError(f"agent file {path} has broken frontmatter: tools is neither a list nor a string")
     return AgentSpec(
         name=str(meta.get("name") or f"samocode-{phase.value}"),
         description=str(meta.get("description") or f"samocode {phase.value} phase"),

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Protocol
 
 from worker.errors import ExitCode, SamocodeError
 
@@ -83,11 +84,21 @@ def read(path: Path) -> RunEnd | None:
         return None
 
 
-def ending(outcome: object | None, failure: BaseException | None) -> tuple[int, str]:
+class Ended(Protocol):
+    """How a loop run ended (worker.loop.Outcome), as far as the record needs it."""
+
+    @property
+    def code(self) -> int: ...
+
+    @property
+    def message(self) -> str: ...
+
+
+def ending(outcome: Ended | None, failure: BaseException | None) -> tuple[int, str]:
     """(code, message) of a run that returned `outcome` (a loop Outcome) or raised `failure`,
     with the codes `cli.main` exits with."""
     if outcome is not None:
-        return int(outcome.code), str(outcome.message)  # type: ignore[attr-defined]
+        return int(outcome.code), str(outcome.message)
     if isinstance(failure, SamocodeError):
         return int(failure.exit_code), str(failure)
     if isinstance(failure, KeyboardInterrupt):
@@ -99,7 +110,7 @@ def recorder(paths, started_at: str, warn: Callable[..., None]):
     """The loop's `ended` callback: writes the record for this process; a failed write is logged
     (the run's own exit code still tells the caller how it ended)."""
 
-    def ended(outcome: object | None, failure: BaseException | None) -> None:
+    def ended(outcome: Ended | None, failure: BaseException | None) -> None:
         code, message = ending(outcome, failure)
         try:
             write(paths.worker_record, make(os.getpid(), code, message, started_at))

@@ -19,8 +19,8 @@ class TestedRange:
     high: str
 
     def contains(self, version: str) -> bool:
-        key = version_key(version)
-        return key is not None and version_key(self.low) <= key <= version_key(self.high)
+        key, low, high = version_key(version), version_key(self.low), version_key(self.high)
+        return key is not None and low is not None and high is not None and low <= key <= high
 
     @property
     def text(self) -> str:

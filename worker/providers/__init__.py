@@ -115,11 +115,12 @@ class IterationRecord:
 
 
 class StreamParser(Protocol):
-    markers: tuple[bytes, ...]  # only lines containing one of these reach `feed`
+    @property
+    def markers(self) -> tuple[bytes, ...]: ...  # only lines containing one of these reach `feed`
 
     def feed(self, line: bytes) -> None: ...
 
-    def finish(self, result: RunResult, stderr_tail: str) -> IterationRecord: ...
+    def finish(self, run: RunResult, stderr_tail: str) -> IterationRecord: ...
 
 
 @dataclass(frozen=True)
@@ -133,8 +134,11 @@ class Prepared:
 
 
 class Provider(Protocol):
-    name: str
-    timeout: float
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def timeout(self) -> float: ...
 
     def prepare(self, request: IterationRequest) -> Prepared: ...
 

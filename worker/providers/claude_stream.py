@@ -14,6 +14,7 @@ api_error_params.rate_limit_info to the synthetic line, and unifiedWindows to ra
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from worker import signalcopy
 from worker.clock import reset_time
@@ -150,7 +151,7 @@ class ClaudeStream:
     # -- the record ----------------------------------------------------------------------------------
 
     def finish(self, run: RunResult, stderr_tail: str) -> IterationRecord:
-        facts = {
+        facts: dict[str, Any] = {
             "cli": f"claude {self.version}" if self.version else "",
             "limits": tuple(self.windows.values()),
         }
@@ -241,7 +242,7 @@ class ClaudeStream:
 
     def _usage(self) -> dict:
         result = self.result or {}
-        usage = result.get("usage") if isinstance(result.get("usage"), dict) else {}
+        usage = raw if isinstance(raw := result.get("usage"), dict) else {}
         return {
             "turns": as_int(result.get("num_turns")),
             "tokens_in": as_int(usage.get("input_tokens")),

@@ -204,14 +204,17 @@ class CodexStream:
                 # It printed, yet nothing said how the turn ended: never a bare retry. Codex never
                 # names its version in the stream: asked only now, once per worker run.
                 version = self._probe() if self._probe else ""
-                cli = {"cli": f"codex {version}"} if version else {}
                 what = "the CLI's result event (turn.completed) was not understood"
                 problem = f"{what} — CLI version {version or 'unknown'}"
                 failure = Failure.NO_RESULT if run.exit_code == 0 else Failure.EXIT
                 why = last_line(stderr_tail, _NOISE) if run.exit_code else ""
                 message = f"exit {run.exit_code}: {why or problem}" if run.exit_code else problem
                 return IterationRecord(
-                    failure=failure, message=message, stream_problem=problem, **usage, **cli
+                    failure=failure,
+                    message=message,
+                    stream_problem=problem,
+                    cli=f"codex {version}" if version else "",
+                    **usage,
                 )
             return IterationRecord(
                 failure=Failure.EXIT,
