@@ -19,8 +19,8 @@ from worker.providers import Failure, IterationRecord
 from worker.providers.claude import ClaudeStream
 from worker.providers.claude_stream import AUTH_FIX
 
-EXITED_1 = RunResult(Ending.EXITED, 1, 1.0, 100, b"", 0)
-EXITED_0 = RunResult(Ending.EXITED, 0, 1.0, 100, b"", 0)
+EXITED_1 = RunResult(Ending.EXITED, 1, 1.0, 100, 0)
+EXITED_0 = RunResult(Ending.EXITED, 0, 1.0, 100, 0)
 COMPACT = (",", ":")
 
 
@@ -310,7 +310,7 @@ def test_output_then_a_failing_exit_without_a_result_says_so():
     record = feed(init("2.1.332"), {"type": "assistant", "message": {"content": []}})
     assert record.failure is Failure.EXIT
     assert "stream ended without a result event" in record.stream_problem
-    silent = RunResult(Ending.EXITED, 1, 1.0, 0, b"", 0)  # nothing printed: nothing to misread
+    silent = RunResult(Ending.EXITED, 1, 1.0, 0, 0)  # nothing printed: nothing to misread
     assert feed(run=silent).stream_problem == ""
 
 

@@ -73,7 +73,7 @@ def failed_turn(message: str, retries: int = 0) -> list[str]:
 
 
 def exited(code: int | None = 0, ending: Ending = Ending.EXITED) -> RunResult:
-    return RunResult(ending=ending, exit_code=code, duration=1.0, stdout_bytes=0, tail=b"", leftovers=0)
+    return RunResult(ending=ending, exit_code=code, duration=1.0, stdout_bytes=0, leftovers=0)
 
 
 def parse_lines(lines: list[str], run: RunResult, stderr: str = "", prices: Prices | None = None):

@@ -72,7 +72,7 @@ def test_the_clis_budget_stop_is_read_as_a_budget_failure(version):
     if version == "2.1.332":  # the newer CLI names it in terminal_reason too
         result = {**result, "subtype": "success", "terminal_reason": "budget_exhausted"}
     stream.feed(json.dumps(result).encode())
-    run = RunResult(Ending.EXITED, exit_code=1, duration=0.1, stdout_bytes=100, tail=b"", leftovers=0)
+    run = RunResult(Ending.EXITED, exit_code=1, duration=0.1, stdout_bytes=100, leftovers=0)
     record = stream.finish(run, "")
     assert record.failure is Failure.BUDGET and record.cost_usd == 0.8
 

@@ -44,7 +44,7 @@ def replay(path: Path, chunk: int = 0) -> tuple[IterationRecord, dict]:
         lines.feed(data[start : start + (chunk or len(data))])
     lines.close()
     ending = Ending(meta.get("ending", "exited"))
-    run = RunResult(ending, meta.get("exit_code", 0), 1.0, len(data), b"", 0)
+    run = RunResult(ending, meta.get("exit_code", 0), 1.0, len(data), 0)
     return parser.finish(run, meta.get("stderr_tail", meta.get("stderr", ""))), meta
 
 

@@ -47,8 +47,6 @@ def is_repo(path: Path) -> bool:
 class Worktree:
     path: Path
     branch: str
-    base: str
-    created: bool
 
 
 def _base_ref(repo: Path) -> str:
@@ -78,7 +76,7 @@ def ensure_worktree(repo: Path, path: Path, branch: str) -> Worktree:
     if path.exists():
         if is_repo(path):
             current = _git(path, "symbolic-ref", "--short", "HEAD").stdout.strip()
-            return Worktree(path, current or branch, "", created=False)
+            return Worktree(path, current or branch)
         raise GitError(f"{path} exists but is not a git worktree; move it away or pick another session name")
     # A worktree deleted by hand stays registered ("prunable") and would make `worktree add` fail.
     _git(repo, "worktree", "prune")
@@ -94,7 +92,7 @@ def ensure_worktree(repo: Path, path: Path, branch: str) -> Worktree:
     result = _git(repo, *args, timeout=120)
     if result.returncode != 0:
         raise GitError(f"git worktree add failed: {result.stderr.strip().splitlines()[-1:]}")
-    return Worktree(path, branch, base, created=True)
+    return Worktree(path, branch)
 
 
 def check_branch(branch: str) -> None:

@@ -27,8 +27,6 @@ from worker.phases import Phase, SessionState, parse_phase
 
 STATUS = "status"
 FLOW_LOG = "flow log"
-# Worker-owned Status fields, in the order they are inserted when missing.
-OWNED_ORDER = ("Phase", "Iteration", "Total Iterations", "Blocked", "Waiting For", "Total Cost")
 MAX_OVERVIEW_BYTES = 16 * 1024 * 1024
 MAX_FIELD = 1000  # characters of one Status value: a child's 60 KB reason stays in the history
 

@@ -54,8 +54,6 @@ PHASES: dict[Phase, PhaseRule] = {
     Phase.DONE: _rule(set(), {_D, _B}, 3),
 }
 
-FIRST_PHASE = Phase.INVESTIGATION
-
 
 class Verdict(str, enum.Enum):
     CONTINUE = "continue"  # run another iteration

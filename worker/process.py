@@ -9,7 +9,6 @@ process behind, even ones that started a session of their own.
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import ctypes
 import enum
@@ -29,7 +28,6 @@ from worker.session import pid_alive
 
 TAG_VAR = "SAMOCODE_RUN_TAG"
 MAX_LINE = 8 * 1024 * 1024  # longer stream lines are logged but not parsed
-TAIL_BYTES = 64 * 1024
 CHUNK = 256 * 1024
 _PR_SET_CHILD_SUBREAPER = 36
 _F_SETPIPE_SZ = 1031
@@ -64,7 +62,6 @@ class RunResult:
     exit_code: int | None
     duration: float
     stdout_bytes: int
-    tail: bytes
     leftovers: int  # descendants still alive when the child ended (all killed)
     log_error: str = ""  # why the stream log could not be written (the stream was still drained)
 
@@ -258,7 +255,6 @@ def run(
     limits: Limits,
     on_line: Callable[[bytes], None],
     stop: threading.Event,
-    on_spawn: Callable[[int, str], None] | None = None,
     markers: tuple[bytes, ...] = (),
     tag: str = "",
 ) -> RunResult:
@@ -291,18 +287,14 @@ def run(
         # The CLI vanished or cannot run: reported like a child that failed at once.
         with contextlib.suppress(OSError):
             os.write(stderr_fd, f"samocode: cannot start {inv.argv[0]}: {exc.strerror}\n".encode())
-        return RunResult(Ending.EXITED, 127, time.monotonic() - started, 0, b"", 0)
+        return RunResult(Ending.EXITED, 127, time.monotonic() - started, 0, 0)
     cgroup.join(tag, proc.pid)
-    if on_spawn:
-        on_spawn(proc.pid, tag)
     assert proc.stdout is not None
     fd = proc.stdout.fileno()
     os.set_blocking(fd, False)
     with contextlib.suppress(OSError):  # a bigger pipe means fewer wake-ups on a fast stream
         fcntl.fcntl(fd, _F_SETPIPE_SZ, 1 << 20)
     lines = _Lines(on_line, markers)
-    tail: collections.deque[bytes] = collections.deque()  # the last chunks, kept by reference
-    tail_size = 0
     total = 0
     log_error = ""
     last_output = started
@@ -343,10 +335,6 @@ def run(
                     log_error = _write_all(log_fd, chunk)
                 total += len(chunk)
                 last_output = time.monotonic()
-                tail.append(chunk)
-                tail_size += len(chunk)
-                while tail_size - len(tail[0]) >= TAIL_BYTES:
-                    tail_size -= len(tail.popleft())
                 lines.feed(chunk)
     lines.close()
     if eof and ending is Ending.EXITED and proc.poll() is None:
@@ -371,7 +359,6 @@ def run(
         exit_code=None if stopped_running else proc.returncode,
         duration=time.monotonic() - started,  # up to the last descendant's end
         stdout_bytes=total,
-        tail=b"".join(tail)[-TAIL_BYTES:],
         leftovers=leftovers,
         log_error=log_error,
     )

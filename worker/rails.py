@@ -18,7 +18,6 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,13 +56,6 @@ class Spend:
 
     by_phase: dict[str, float] = field(default_factory=dict)
     known: bool = False  # any cost reported at all
-
-    @classmethod
-    def from_history(cls, records: Iterable[dict]) -> Spend:
-        spend = cls()
-        for record in records:
-            spend.add(record)
-        return spend
 
     def add(self, record: dict) -> None:
         cost = record.get("cost_usd")
