@@ -404,3 +404,34 @@ def test_a_child_that_breaks_the_overview_but_signals_still_moves_the_session(pr
     folder = project.session_dir("s22")
     assert parse((folder / "_overview.md").read_text()).get("phase") == "requirements"
     assert any(r.get("event") == "overview_restored" for r in history(folder))
+
+
+def _ignores(pid: int, signum: int) -> bool:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigIgn:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except OSError:
+        pass
+    return False
+
+
+def test_a_stop_signal_after_the_run_has_ended_does_not_replace_its_exit_code(project):
+    project.scenario(by_phase={"investigation": {"signal": {"status": "blocked", "reason": "stop here"}}})
+    assert project.worker("s23").returncode == 4  # from now on every start ends at once, blocked
+    caught = 0
+    for _ in range(10):
+        proc = project.start("--config", str(project.config), "--session", "s23")
+        try:
+            while proc.poll() is None and not _ignores(proc.pid, signal.SIGHUP):
+                time.sleep(0.0005)
+            if proc.poll() is None:  # the run is over and recorded: the worker is on its way out
+                caught += 1
+                proc.send_signal(signal.SIGHUP)
+            proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 4, proc.returncode
+    assert caught, "never saw the worker between its outcome and its exit"

@@ -364,6 +364,11 @@ def _run(args: argparse.Namespace) -> int:
         root.removeHandler(handler)
         with contextlib.suppress(OSError):
             handler.close()
+    # The run has ended and its outcome is recorded: a stop request now has nothing left to stop.
+    # Ignored rather than left to the interpreter, which restores the default action while it shuts
+    # down, so that a late signal would replace the outcome's exit code with a death by signal.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_IGN)
     stream = sys.stdout if outcome.code in (ExitCode.DONE, ExitCode.WAITING, ExitCode.LIMIT) else sys.stderr
     _say(f"samocode: {outcome.code.name.lower()}: {outcome.message}", stream)
     return int(outcome.code)
