@@ -12,26 +12,14 @@ from contextlib import contextmanager
 
 import pytest
 from test_commands import QA, TO_DONE, TO_PLAN_WAIT
-from test_notify import TOKEN, FakeTelegram, closed_port
+from test_notify import TOKEN, FakeTelegram, closed_port, no_proxy, serving  # noqa: F401 (no_proxy: autouse)
 
 from worker.session import SessionPaths
 
 
-@pytest.fixture(autouse=True)
-def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-
-
 @pytest.fixture
 def bot() -> Iterator[FakeTelegram]:
-    server = FakeTelegram()
-    server.thread.start()
-    yield server
-    server.httpd.shutdown()
-    server.httpd.server_close()
-    server.thread.join(timeout=2)
+    yield from serving()
 
 
 QA_THEN_PLAN = [

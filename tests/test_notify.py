@@ -146,14 +146,19 @@ def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
 
 
-@pytest.fixture
-def telegram() -> Iterator[FakeTelegram]:
+def serving() -> Iterator[FakeTelegram]:
+    """A started FakeTelegram, shut down when the generator is closed (the body of a fixture)."""
     server = FakeTelegram()
     server.thread.start()
     yield server
     server.httpd.shutdown()
     server.httpd.server_close()
     server.thread.join(timeout=2)
+
+
+@pytest.fixture
+def telegram() -> Iterator[FakeTelegram]:
+    yield from serving()
 
 
 def closed_port() -> int:
