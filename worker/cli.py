@@ -380,7 +380,7 @@ def _say(line: str, stream: TextIO | None = None) -> None:
     stream = stream or sys.stdout
     try:
         print(line, file=stream, flush=True)
-    except (BrokenPipeError, OSError):
+    except OSError:  # BrokenPipeError, or EIO from a terminal that went away
         log.warning("console output gone; working on (see session.log and `samocode status`)")
         devnull = os.open(os.devnull, os.O_WRONLY)
         with contextlib.suppress(OSError, ValueError):  # nothing left for the interpreter to flush at exit
