@@ -258,10 +258,13 @@ def test_fifty_random_int_term_hup_to_the_worker_or_its_group_all_resume_to_done
         try:
             wait_for(lambda p=proc, n=seen: len(project.records()) > n or p.poll() is not None, 20, 0.01)
             time.sleep(rng.uniform(0.0, 0.6))
-            if rng.random() < 0.5:
-                os.killpg(proc.pid, sig)  # Ctrl-C, or a closing terminal, reaches the whole group
-            else:
-                os.kill(proc.pid, sig)
+            # Until we reap it the worker stays at least a zombie, so its pid and group are still ours;
+            # once poll() has reaped it (it stopped at a gate first), there is nobody left to signal.
+            if proc.poll() is None:
+                if rng.random() < 0.5:
+                    os.killpg(proc.pid, sig)  # Ctrl-C, or a closing terminal, reaches the whole group
+                else:
+                    os.kill(proc.pid, sig)
             _, err = proc.communicate(timeout=30)
         finally:
             if proc.poll() is None:
