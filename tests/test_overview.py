@@ -7,8 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker import flowlog, overview
+from worker.errors import OverviewError
 from worker.flowlog import append_flow
-from worker.overview import OverviewError, parse, set_fields
+from worker.overview import parse, set_fields
 from worker.phases import Phase
 
 OWNED = ("Phase", "Iteration", "Total Iterations", "Blocked", "Waiting For", "Total Cost")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from worker.errors import InvalidSignal
 from worker.phases import PHASES, Phase, SessionState, Verdict, cap_reached, decide
-from worker.signals import InvalidSignal, Need, Signal, Status, WaitFor, parse_signal
+from worker.signals import Need, Signal, Status, WaitFor, parse_signal
 
 
 def state(phase: str, iteration: int = 1, total: int = 5) -> SessionState:

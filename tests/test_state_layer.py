@@ -8,6 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker import flowlog, overview
+from worker.errors import OverviewError
 from worker.flowlog import _FLOW_ENTRY, append_flow, append_missing, flow_entries, flow_section
 from worker.overview import sections
 
@@ -59,7 +60,7 @@ def assert_same(text: str) -> None:
     # The journal's edit: fields and lines from one parse of the text's head.
     try:
         ov = overview.parse(text)
-    except overview.OverviewError:
+    except OverviewError:
         return
     fields = {"Iteration": "12", "Total Cost": "$1.25", "Waiting For": None}
     edited = overview.set_fields(ov, fields)

@@ -31,9 +31,9 @@ from agent_texts import (
     tokens_of,
 )
 
-from worker.errors import ExitCode
+from worker.errors import ExitCode, InvalidSignal
 from worker.phases import PHASES, Phase, SessionState, decide
-from worker.signals import CHILD_NEEDS, CHILD_WAIT_FOR, InvalidSignal, Need, Status, WaitFor, parse_signal
+from worker.signals import CHILD_NEEDS, CHILD_WAIT_FOR, Need, Status, WaitFor, parse_signal
 
 ALL_PHASES = [p.value for p in Phase]
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from worker import process, prompt, rails, signalcopy
-from worker.config import Settings
-from worker.gitops import GitError
-from worker.journal import JournalError, stamp
+from worker.errors import AttemptBlocked, GitError, InvalidSignal, SessionFileError
+from worker.journal import stamp
 from worker.phases import SessionState
 from worker.providers import IterationRecord, IterationRequest, Provider
-from worker.signals import InvalidSignal, Signal, clear_signal, read_signal
+from worker.runtime import Runtime
+from worker.signals import Signal, clear_signal, read_signal
 from worker.workspace import Workspace
 
 
@@ -43,11 +42,6 @@ class Attempt:
         return line + (f", {run.leftovers} leftover processes killed" if run.leftovers else "")
 
 
-class SignalStuck(Exception):
-    """No attempt can run: `_signal.json` cannot be cleared (it is a directory), or the working tree
-    is gone and cannot be recreated. The session blocks with this reason."""
-
-
 @dataclass(frozen=True)
 class Request:
     state: SessionState
@@ -59,21 +53,20 @@ class Request:
     budget_usd: float | None = None  # left of the spend caps, for a CLI that can stop on it
 
 
-def run_attempt(
-    ws: Workspace, provider: Provider, settings: Settings, stop: threading.Event, req: Request
-) -> Attempt:
-    """Clear the old signal, write the prompt and log files, run the child, read what it left.
+def run_attempt(ws: Workspace, provider: Provider, rt: Runtime, req: Request) -> Attempt:
+    """Clear the old signal, write the prompt and log files, run the child (`rt.spawn`), read what
+    it left.
 
-    JournalError when the iteration's files cannot be written; SignalStuck as above."""
+    SessionFileError when the iteration's files cannot be written; AttemptBlocked as above."""
     paths, state = ws.paths, req.state
     try:
         ws.ensure_present()
     except GitError as exc:
-        raise SignalStuck(str(exc)) from None
+        raise AttemptBlocked(str(exc)) from None
     try:
         clear_signal(paths.signal)  # only this attempt's verdict counts, never a stale one
     except InvalidSignal as exc:
-        raise SignalStuck(exc.reason) from None
+        raise AttemptBlocked(exc.reason) from None
     ctx = prompt.Context(
         session_dir=paths.dir,
         working_dir=ws.working_dir,
@@ -115,19 +108,22 @@ def run_attempt(
         for fd in (log_fd, stderr_fd):
             if fd >= 0:
                 os.close(fd)
-        raise JournalError(f"cannot write the iteration's files in {paths.logs}: {exc.strerror}") from None
+        raise SessionFileError(
+            f"cannot write the iteration's files in {paths.logs}: {exc.strerror}"
+        ) from None
     parser = provider.parser()
+    settings = rt.settings
     limits = process.Limits(
         timeout=provider.timeout, idle_timeout=settings.idle_timeout, kill_grace=settings.kill_grace
     )
     try:
-        run = process.run(
+        run = rt.spawn(
             process.Invocation(prepared.argv, prepared.env, ws.working_dir, prompt_path),
             log_fd,
             stderr_fd,
             limits,
             parser.feed,
-            stop,
+            rt.stop,
             markers=parser.markers,
             tag=req.tag,
         )
@@ -136,7 +132,7 @@ def run_attempt(
         os.close(stderr_fd)
     rails.crash_point("child-exited")
     if run.log_error:  # the child ran to its end (or was stopped): nothing of it is left running
-        raise JournalError(f"cannot write the iteration's log {log_path.name}: {run.log_error}")
+        raise SessionFileError(f"cannot write the iteration's log {log_path.name}: {run.log_error}")
     record = parser.finish(run, _tail(stderr_path))
     signal, raw, invalid = _read_signal(paths.signal)
     chosen = _with_copy(signal, raw, invalid, record, prepared.answer_file)

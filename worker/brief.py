@@ -167,11 +167,12 @@ def gate_of(paths: SessionPaths) -> Gate:
     """Which gate the session stands at now, and the lines a human needs to pass it."""
     from worker import history as hist
     from worker import overview, status
+    from worker.errors import OverviewError
 
     try:
         ov = overview.parse(overview.read_text(paths.overview))
         phase = ov.state().phase.value
-    except overview.OverviewError as exc:
+    except OverviewError as exc:
         return Gate("", "?", (f"_overview.md unusable: {exc.reason}",))
     try:
         history = hist.read(paths.history, limit=200)

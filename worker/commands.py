@@ -21,11 +21,19 @@ from pathlib import Path
 from worker import gatelease, overview, session, status
 from worker import history as hist
 from worker.config import Project, gather, load_project, load_settings
-from worker.errors import ConfigError, NoSession, Refused, SessionLocked
-from worker.overview import Overview, OverviewError
+from worker.errors import (
+    ConfigError,
+    InvalidSignal,
+    NoSession,
+    OverviewError,
+    Refused,
+    SessionFileError,
+    SessionLocked,
+)
+from worker.overview import Overview
 from worker.phases import PHASES, Phase
 from worker.session import Lease, SessionPaths
-from worker.signals import InvalidSignal, Need, WaitFor, read_signal
+from worker.signals import Need, WaitFor, read_signal
 
 _ANSWER = re.compile(
     r"^[ \t]*(?:[-*+][ \t]+)?\*{0,2}answer\*{0,2}[ \t]*:[ \t]*\*{0,2}[ \t]*(?P<value>.*?)[ \t]*$", re.I
@@ -104,7 +112,7 @@ def _commit(
 
     try:
         journal.commit(paths, {"time": _stamp(now), **record}, fields or {}, flow)
-    except journal.JournalError as exc:
+    except SessionFileError as exc:
         raise Refused(f"{exc.reason} (nothing changed)") from None
     except OverviewError as exc:
         raise Refused(f"recorded in the history, but {exc.reason}; fix {paths.overview} by hand") from None

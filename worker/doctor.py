@@ -272,8 +272,8 @@ def diagnose(
     history too. ConfigError for bad settings or `.samocode`, NoSession for an unknown session."""
     from worker import session as sessions
     from worker.config import Settings, gather, load_project, load_settings
-    from worker.errors import ConfigError
-    from worker.journal import JournalError, load_history
+    from worker.errors import ConfigError, SessionFileError
+    from worker.journal import load_history
 
     if session_name is not None and config is None:
         raise ConfigError("--session needs --config (the project's .samocode file)")
@@ -288,7 +288,7 @@ def diagnose(
         paths = sessions.find_existing(rest[0].sessions, session_name)
         try:
             history = load_history(paths)
-        except JournalError as exc:
+        except SessionFileError as exc:
             raise ConfigError(f"session {paths.dir.name}: {exc}") from None
         checked = check_session(paths.dir.name, history)
     defaults = Settings()

@@ -1,4 +1,11 @@
-"""The exception family and the exit codes: one place that says how samocode ends."""
+"""The exception family and the exit codes: one place that says how samocode ends.
+
+Two roots. `SamocodeError` is how a process ends: the CLI catches it once and exits with its code.
+`SessionFault` is a session the worker cannot use as it is: its `reason` is one line that the worker
+records as the session's blocked reason, and a command turns it into its own answer. A `SessionFault`
+that escapes is a bug (a crash with exit 1), never a usage error, so it is not a `SamocodeError`.
+(`bootstrap.SetupError` lives in bootstrap.py: that file runs under `python3 -I` from its own folder
+before the worker's environment exists and imports nothing from the worker package.)"""
 
 from __future__ import annotations
 
@@ -57,3 +64,37 @@ class Refused(SamocodeError):
     """A parent command that does not fit the session's state."""
 
     exit_code = ExitCode.REFUSED
+
+
+class InstallError(SamocodeError):
+    """samocode's own files (workflow.md, agents/) are missing or broken."""
+
+
+class GitError(SamocodeError):
+    """git refused the session's worktree or branch, or the working directory cannot come back."""
+
+
+class SessionFault(Exception):
+    """A session the worker cannot use as it is; `reason` is one line fit for a blocked status."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class OverviewError(SessionFault):
+    """`_overview.md` cannot be read, parsed, locked or written."""
+
+
+class SessionFileError(SessionFault):
+    """Another session file (history, in-flight marker, an iteration's prompt or log) cannot be
+    read or written."""
+
+
+class InvalidSignal(SessionFault):
+    """`_signal.json` is missing or unusable."""
+
+
+class AttemptBlocked(SessionFault):
+    """No attempt can run: `_signal.json` cannot be cleared (it is a directory), or the working tree
+    is gone and cannot be recreated. The session blocks with this reason."""

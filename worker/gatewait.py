@@ -165,11 +165,12 @@ class Wait:
 def is_open(paths: SessionPaths) -> bool:
     """Whether the session would pass its gate now (the check a new run makes)."""
     from worker import gate, journal, overview
+    from worker.errors import OverviewError, SessionFileError
 
     try:
         ov = overview.parse(overview.read_text(paths.overview))
         state = ov.state()
         history = journal.load_history(paths, limit=journal.RECENT)
-    except (overview.OverviewError, journal.JournalError):
+    except (OverviewError, SessionFileError):
         return False
     return gate.check(ov, state, history, paths.qa).stop is None

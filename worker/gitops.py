@@ -9,13 +9,9 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.errors import SamocodeError
+from worker.errors import GitError
 
 _ENV = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-
-
-class GitError(SamocodeError):
-    pass
 
 
 def _git(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker import flowlog, history, overview
-from worker.overview import OverviewError
+from worker.errors import OverviewError, SessionFileError
 from worker.rails import Spend, crash_point
 from worker.session import SessionPaths, pid_alive
 from worker.signals import MAX_SIGNAL_BYTES, WaitFor, clear_signal
@@ -45,14 +45,6 @@ RECENT = 500
 # Journaled events after which the iteration is over: replaying one completes the iteration.
 FINAL_EVENTS = frozenset({"interrupted", "provider_failed"})
 _TMP = re.compile(r"^\.(?:_overview\.md|\.samocode\.iteration\.json)\.(?P<pid>\d+)\.tmp$")
-
-
-class JournalError(Exception):
-    """A session file the worker must write cannot be written; `reason` is one line."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
 
 
 FLOW_EVENT_MAX = 300  # a Flow Log line points at what happened; the history keeps the whole text
@@ -79,7 +71,7 @@ def append(path: Path, record: Mapping[str, object]) -> None:
     try:
         history.append(path, record)
     except OSError as exc:
-        raise JournalError(f"cannot write {path.name}: {exc.strerror}") from None
+        raise SessionFileError(f"cannot write {path.name}: {exc.strerror}") from None
 
 
 # The one reader of the overview (refuses a FIFO, a device or a symlink without blocking).
@@ -87,11 +79,11 @@ read_overview = overview.read_text
 
 
 def load_history(paths: SessionPaths, limit: int | None = None) -> list[dict]:
-    """History records (torn or junk lines skipped); JournalError when the file cannot be read."""
+    """History records (torn or junk lines skipped); SessionFileError when the file cannot be read."""
     try:
         return history.read(paths.history, limit)
     except OSError as exc:
-        raise JournalError(f"cannot read {paths.history.name}: {exc.strerror}") from None
+        raise SessionFileError(f"cannot read {paths.history.name}: {exc.strerror}") from None
 
 
 def load_spend(paths: SessionPaths) -> Spend:
@@ -99,7 +91,7 @@ def load_spend(paths: SessionPaths) -> Spend:
     try:
         costs = history.totals(paths.history)["cost_usd"]
     except OSError as exc:
-        raise JournalError(f"cannot read {paths.history.name}: {exc.strerror}") from None
+        raise SessionFileError(f"cannot read {paths.history.name}: {exc.strerror}") from None
     return Spend(dict(costs), bool(costs))
 
 
@@ -155,7 +147,7 @@ def write_marker(paths: SessionPaths, data: Mapping[str, object]) -> None:
         tmp.write_text(json.dumps(data), encoding="utf-8")
         os.replace(tmp, paths.in_flight)
     except OSError as exc:
-        raise JournalError(f"cannot write {paths.in_flight.name}: {exc.strerror}") from None
+        raise SessionFileError(f"cannot write {paths.in_flight.name}: {exc.strerror}") from None
 
 
 def read_marker(paths: SessionPaths) -> dict | None:

@@ -20,15 +20,14 @@ from pathlib import Path
 
 from worker import gate, gatewait, journal, limitrun, outcomes, plans, process, rails
 from worker import history as hist
-from worker.attempt import Attempt, Request, SignalStuck, run_attempt
+from worker.attempt import Attempt, Request, run_attempt
 from worker.brief import Briefer
 from worker.config import Project, Settings
-from worker.errors import ExitCode, SamocodeError
-from worker.journal import JournalError, stamp
+from worker.errors import AttemptBlocked, ExitCode, OverviewError, SamocodeError, SessionFileError
+from worker.journal import stamp
 from worker.limitrun import LimitRun
 from worker.notify import Notifier
 from worker.outcomes import Change, worker_stop
-from worker.overview import OverviewError
 from worker.phases import Decision, Phase, SessionState, Verdict, blocked_for, cap_reached, decide
 from worker.providers import FATAL, Failure, IterationRecord, Provider
 from worker.session import Lease, SessionPaths
@@ -103,7 +102,7 @@ def run_session(
         workspace = Workspace(paths, project, rt.settings.branch_prefix, rt.now)
         workspace.open(options.task, options.dive)
         outcome = _Loop(workspace, options, rt, lease).run()
-    except JournalError as exc:
+    except SessionFileError as exc:
         # No child runs any more; a half-begun iteration needs no recovery, it simply runs again.
         journal.clear_marker(paths)
         outcome = Outcome(ExitCode.BLOCKED, exc.reason, paths.dir)
@@ -239,7 +238,7 @@ class _Loop:
                 self._switched(state, back)
             try:
                 attempt = run_attempt(self.ws, self.lim.provider, self.settings, self.rt.stop, request)
-            except SignalStuck as exc:
+            except AttemptBlocked as exc:
                 stop = worker_stop(state, Verdict.BLOCKED, str(exc))
                 return self._finish(state, stop, None, iteration_id, started, tries, {})
             self.rt.log(attempt.summary())
@@ -450,7 +449,7 @@ class _Loop:
 
     def _stop_unreadable(self, reason: str) -> Outcome:
         """The overview is unusable: record the reason everywhere except the overview itself."""
-        with contextlib.suppress(JournalError):
+        with contextlib.suppress(SessionFileError):
             journal.append(
                 self.paths.history, {"time": stamp(self.rt.now()), "event": "blocked", "reason": reason}
             )

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import mistune
 
+from worker.errors import OverviewError
 from worker.phases import Phase, SessionState, parse_phase
 
 STATUS = "status"
@@ -44,14 +45,6 @@ _RULES = [
 _FIELD = re.compile(
     r"^[ \t]*(?:[-*+][ \t]+)?(\*\*)?(?P<key>[A-Za-z][A-Za-z ]{0,40}?)(?:\*\*)?:(?:\*\*)?[ \t]*"
 )
-
-
-class OverviewError(Exception):
-    """The overview cannot be used; `reason` is one line fit for a blocked status."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker.config import INSTALL_ROOT
-from worker.errors import SamocodeError
+from worker.errors import InstallError
 from worker.phases import PHASES, Phase
 from worker.providers import AgentSpec
-
-
-class InstallError(SamocodeError):
-    """samocode's own files (workflow.md, agents/) are missing or broken."""
 
 
 def agent_path(phase: Phase, root: Path = INSTALL_ROOT) -> Path:

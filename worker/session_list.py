@@ -16,7 +16,7 @@ from typing import Any
 
 from worker import history as hist
 from worker import overview, runrecord
-from worker.overview import OverviewError
+from worker.errors import OverviewError
 from worker.session import SessionPaths, holder
 from worker.status import waiting_for
 

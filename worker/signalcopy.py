@@ -19,12 +19,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from worker.errors import InvalidSignal
 from worker.phases import Phase
 from worker.signals import (
     CHILD_NEEDS,
     CHILD_WAIT_FOR,
     MAX_SIGNAL_BYTES,
-    InvalidSignal,
     Signal,
     Status,
     parse_signal,

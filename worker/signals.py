@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from worker.errors import InvalidSignal
+
 MAX_SIGNAL_BYTES = 64 * 1024
 
 
@@ -46,14 +48,6 @@ class Need(str, enum.Enum):
 # Values a child may send; the worker reserves the others for its own decisions.
 CHILD_WAIT_FOR = frozenset({WaitFor.QA_ANSWERS, WaitFor.PLAN_APPROVAL, WaitFor.HUMAN_ACTION})
 CHILD_NEEDS = frozenset({Need.ERROR_RESOLUTION, Need.HUMAN_DECISION, Need.ACCESS})
-
-
-class InvalidSignal(Exception):
-    """The signal file is missing or unusable; `reason` says why in one line."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(reason)
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from typing import Any
 from worker import flowlog, gatelease, gitops, overview, plans, runrecord
 from worker import history as hist
 from worker.config import Settings
-from worker.overview import OverviewError
+from worker.errors import InvalidSignal, OverviewError
 from worker.session import SessionPaths, holder
-from worker.signals import InvalidSignal, read_signal
+from worker.signals import read_signal
 from worker.streamview import fallback_text, last_limits, last_stream_problem, limits_text
 
 MAX_BYTES = 1000  # the parent reads the report every minute; keep it well under 1 KiB

@@ -9,7 +9,8 @@ from collections.abc import Callable
 
 from worker import gitops, overview
 from worker.config import Project
-from worker.journal import JournalError, flow_line, read_overview, stamp
+from worker.errors import GitError, OverviewError, SessionFileError
+from worker.journal import flow_line, read_overview, stamp
 from worker.session import SessionPaths
 
 
@@ -50,7 +51,7 @@ class Workspace:
             with overview.locked(self.paths.dir):
                 overview.write_atomic(self.paths.overview, text)
         except OSError as exc:
-            raise JournalError(f"cannot write {self.paths.overview.name}: {exc.strerror}") from None
+            raise SessionFileError(f"cannot write {self.paths.overview.name}: {exc.strerror}") from None
 
     def ensure_present(self) -> None:
         """Before each attempt: a worktree removed since the last one (by the child or by hand) is
@@ -60,14 +61,14 @@ class Workspace:
         if self.branch:
             self._attach_worktree()
             return
-        raise gitops.GitError(f"the working directory {self.working_dir} is gone")
+        raise GitError(f"the working directory {self.working_dir} is gone")
 
     def _attach_worktree(self) -> None:
         """The session's worktree on its branch: created on first use, recreated when removed."""
         repo = self.project.main_repo
         if not gitops.available():
             if (repo / ".git").exists():  # silently working in MAIN_REPO instead would be worse
-                raise gitops.GitError(f"git is not on PATH, and {repo} is a git repository: install git")
+                raise GitError(f"git is not on PATH, and {repo} is a git repository: install git")
             return
         if not gitops.is_repo(repo):
             return
@@ -85,7 +86,7 @@ class Workspace:
         try:
             self.read()
             return None
-        except overview.OverviewError as exc:
+        except OverviewError as exc:
             reason = exc.reason
         copy = self.paths.dir / f"_overview.unusable-{label}.md"
         try:
@@ -94,7 +95,7 @@ class Workspace:
                     os.replace(self.paths.overview, copy)
                 overview.write_atomic(self.paths.overview, before)
         except OSError as exc:
-            raise JournalError(f"cannot restore {self.paths.overview.name}: {exc.strerror}") from None
+            raise SessionFileError(f"cannot restore {self.paths.overview.name}: {exc.strerror}") from None
         return reason, copy.name
 
 
