@@ -5,16 +5,15 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 from worker import process, prompt, rails, signalcopy
-from worker.config import Settings
 from worker.errors import AttemptBlocked, GitError, InvalidSignal, SessionFileError
 from worker.journal import stamp
 from worker.phases import SessionState
 from worker.providers import IterationRecord, IterationRequest, Provider
+from worker.runtime import Runtime
 from worker.signals import Signal, clear_signal, read_signal
 from worker.workspace import Workspace
 
@@ -54,10 +53,9 @@ class Request:
     budget_usd: float | None = None  # left of the spend caps, for a CLI that can stop on it
 
 
-def run_attempt(
-    ws: Workspace, provider: Provider, settings: Settings, stop: threading.Event, req: Request
-) -> Attempt:
-    """Clear the old signal, write the prompt and log files, run the child, read what it left.
+def run_attempt(ws: Workspace, provider: Provider, rt: Runtime, req: Request) -> Attempt:
+    """Clear the old signal, write the prompt and log files, run the child (`rt.spawn`), read what
+    it left.
 
     SessionFileError when the iteration's files cannot be written; AttemptBlocked as above."""
     paths, state = ws.paths, req.state
@@ -114,17 +112,18 @@ def run_attempt(
             f"cannot write the iteration's files in {paths.logs}: {exc.strerror}"
         ) from None
     parser = provider.parser()
+    settings = rt.settings
     limits = process.Limits(
         timeout=provider.timeout, idle_timeout=settings.idle_timeout, kill_grace=settings.kill_grace
     )
     try:
-        run = process.run(
+        run = rt.spawn(
             process.Invocation(prepared.argv, prepared.env, ws.working_dir, prompt_path),
             log_fd,
             stderr_fd,
             limits,
             parser.feed,
-            stop,
+            rt.stop,
             markers=parser.markers,
             tag=req.tag,
         )

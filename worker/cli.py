@@ -300,9 +300,10 @@ def _run(args: argparse.Namespace) -> int:
     started_at = runrecord.now_iso()
     settings, project, provider, paths, exists = _prepare(args)
 
-    from worker.loop import IterationReport, RunOptions, Runtime, run_session
+    from worker.loop import run_session
     from worker.notify import make_notifier
     from worker.process import become_subreaper
+    from worker.runtime import IterationReport, RunOptions, Runtime
 
     stop = threading.Event()
     stop_code = [ExitCode.INTERRUPTED]

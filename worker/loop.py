@@ -12,72 +12,23 @@ import contextlib
 import dataclasses
 import datetime as dt
 import os
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
 from worker import gate, gatewait, journal, limitrun, outcomes, plans, process, rails
 from worker import history as hist
 from worker.attempt import Attempt, Request, run_attempt
 from worker.brief import Briefer
-from worker.config import Project, Settings
+from worker.config import Project
 from worker.errors import AttemptBlocked, ExitCode, OverviewError, SamocodeError, SessionFileError
 from worker.journal import stamp
 from worker.limitrun import LimitRun
-from worker.notify import Notifier
 from worker.outcomes import Change, worker_stop
 from worker.phases import Decision, Phase, SessionState, Verdict, blocked_for, cap_reached, decide
-from worker.providers import FATAL, Failure, IterationRecord, Provider
+from worker.providers import FATAL, Failure, IterationRecord
+from worker.runtime import IterationReport, Outcome, RunOptions, Runtime
 from worker.session import Lease, SessionPaths
 from worker.signals import Need, WaitFor
 from worker.workspace import Workspace
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    task: str = ""
-    dive: str = ""
-    max_iterations: int = 0  # 0 = no limit for this run
-
-
-@dataclass(frozen=True)
-class Outcome:
-    code: ExitCode
-    message: str
-    session_dir: Path | None = None
-
-
-@dataclass(frozen=True)
-class IterationReport:
-    """One console line's worth of facts about a finished iteration."""
-
-    total: int
-    phase: Phase
-    verdict: str
-    duration: float
-    cost_usd: float | None
-    detail: str = ""
-
-
-@dataclass
-class Runtime:
-    """Collaborators of the loop; tests and the CLI pass their own."""
-
-    settings: Settings
-    provider: Provider
-    notifier: Notifier
-    stop: threading.Event
-    report: Callable[[IterationReport], None] = lambda _r: None
-    log: Callable[[str], None] = lambda _m: None
-    now: Callable[[], dt.datetime] = dt.datetime.now
-    stop_code: list[ExitCode] = field(default_factory=lambda: [ExitCode.INTERRUPTED])
-    # Called once the session passed its gate, just before the first child; `start` waits for it.
-    ready: Callable[[], None] = lambda: None
-    # Called with how the run ended (an Outcome, or the exception that ends it) while the lease is
-    # still held, so the run-end record of a later worker is never overwritten by this one.
-    ended: Callable[[Outcome | None, BaseException | None], None] = lambda _o, _e: None
 
 
 def run_session(
@@ -191,7 +142,7 @@ class _Loop:
             self._note(outcomes.phase_set_by_hand(state, was, self.rt.now()))
         self.spend = journal.load_spend(self.paths)
         self.stall.start(hist.last_decision(history), state.phase.value)
-        self.lim = LimitRun(self.settings, self.rt.provider, history, time.time(), log=self.rt.log)
+        self.lim = LimitRun(self.settings, self.rt.provider, history, self.rt.clock(), log=self.rt.log)
         while True:
             try:
                 ov = self.ws.read()
@@ -227,7 +178,7 @@ class _Loop:
         rails.crash_point("marker")
         self.brief.iteration_started(self.ws.working_dir)
         tries = _Tries()
-        started = time.monotonic()
+        started = self.rt.monotonic()
         plan_files = plans.snapshot(self.paths.dir) if state.phase is Phase.PLANNING else None
         while True:
             budget = self.spend.remaining(state.phase.value, self.settings)
@@ -237,7 +188,7 @@ class _Loop:
             if (back := self.lim.back_if_due(self.rt.now(), state.total + 1)) is not None:
                 self._switched(state, back)
             try:
-                attempt = run_attempt(self.ws, self.lim.provider, self.settings, self.rt.stop, request)
+                attempt = run_attempt(self.ws, self.lim.provider, self.rt, request)
             except AttemptBlocked as exc:
                 stop = worker_stop(state, Verdict.BLOCKED, str(exc))
                 return self._finish(state, stop, None, iteration_id, started, tries, {})
@@ -301,7 +252,7 @@ class _Loop:
             tries.previous = f"{failure.value}: {record.message[:200]}"
         delay = rails.retry_delay(failure, tries.failures, self.settings)
         self.rt.log(f"attempt failed ({tries.previous}); retrying in {delay:g} s")
-        if self.rt.stop.wait(delay):
+        if self.rt.sleep(self.rt.stop, delay):
             return self._interrupted(state, iteration_id, None, "during the retry delay")
         return None
 
@@ -318,7 +269,7 @@ class _Loop:
             record = dataclasses.replace(record, resets_at=until)
         else:
             plan = rails.plan_usage_wait(
-                record.resets_at, time.time(), self.settings, tries.usage_hits, tries.waited
+                record.resets_at, self.rt.clock(), self.settings, tries.usage_hits, tries.waited
             )
             if switched := self.lim.switch_for(plan.until, now, state.total + 1, "usage limit"):
                 self._switched(state, switched)
@@ -329,11 +280,11 @@ class _Loop:
     def _pause(self, state: SessionState) -> Outcome | bool:
         """Before an iteration: a window at or above SAMOCODE_PAUSE_AT is waited out as a usage wait
         (or run on the fallback provider). True when it paused or switched, an Outcome to stop."""
-        pause = self.lim.pause(time.time())
+        pause = self.lim.pause(self.rt.clock())
         if pause is None:
             return False
-        now, text = self.rt.now(), pause.text(time.time())
-        plan = rails.plan_usage_wait(pause.until, time.time(), self.settings, 1, 0.0)
+        now, text = self.rt.now(), pause.text(self.rt.clock())
+        plan = rails.plan_usage_wait(pause.until, self.rt.clock(), self.settings, 1, 0.0)
         if switched := self.lim.switch_for(plan.until, now, state.total + 1, text):
             self._switched(state, switched)
             return True
@@ -360,7 +311,7 @@ class _Loop:
     ) -> Outcome | None:
         """Wait for the reset, shown in the overview; past SAMOCODE_MAX_WAIT, stop as waiting."""
         plan = rails.plan_usage_wait(
-            record.resets_at, time.time(), self.settings, tries.usage_hits, tries.waited
+            record.resets_at, self.rt.clock(), self.settings, tries.usage_hits, tries.waited
         )
         if plan.beyond:
             reason = (
@@ -402,7 +353,7 @@ class _Loop:
                 decided = blocked_for(state, stalled.reason, Need.HUMAN_DECISION)
                 extra = {**extra, "evidence": stalled.evidence}
         cost = tries.cost if tries.cost_known else None
-        self.brief.iteration_ended(decided.total, time.monotonic() - started, cost)
+        self.brief.iteration_ended(decided.total, self.rt.monotonic() - started, cost)
         outcome = self._apply(
             state,
             decided,
@@ -415,7 +366,7 @@ class _Loop:
         detail = decided.reason if decided.verdict in (Verdict.BLOCKED, Verdict.WAITING) else ""
         if tries.stream_problem:  # never silent: the console says what the worker could not read
             detail = "; ".join(filter(None, (f"stream: {tries.stream_problem}", detail)))
-        duration = time.monotonic() - started
+        duration = self.rt.monotonic() - started
         self.rt.report(
             IterationReport(decided.total, state.phase, decided.verdict.value + moved, duration, cost, detail)
         )
@@ -468,7 +419,7 @@ class _Loop:
         journal.clear_marker(self.paths)
         self._notify("failed", state.phase, message)
         cost = tries.cost if tries.cost_known else None
-        duration = time.monotonic() - started
+        duration = self.rt.monotonic() - started
         report = IterationReport(
             state.total + 1, state.phase, f"failed ({what})", duration, cost, record.message[:120]
         )
@@ -497,8 +448,8 @@ class _Loop:
 
     def _sleep_until(self, until: float) -> bool:
         """Until the wall clock reaches `until` (after a suspend: late, never early); True when stopped."""
-        while (left := until - time.time()) > 0:
-            if self.rt.stop.wait(min(left, 30.0)):
+        while (left := until - self.rt.clock()) > 0:
+            if self.rt.sleep(self.rt.stop, min(left, 30.0)):
                 return True
         return False
 
@@ -514,4 +465,4 @@ class _Loop:
         self.brief.send(kind, phase.value if phase else "?", detail, cost)
 
 
-__all__ = ["IterationReport", "Outcome", "RunOptions", "Runtime", "run_session"]
+__all__ = ["run_session"]

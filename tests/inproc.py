@@ -1,0 +1,232 @@
+"""The worker loop run in-process: `run_session` with a fake spawn that plays the child and a fake
+sleep that moves a fake clock instead of waiting.
+
+The fake child takes the same scenario actions as tests/fakes/fake_claude.py (the session work is
+the same code, fake_common.perform) and prints Claude Code 2.1.197 stream-json into the iteration's
+log, which the real Claude stream parser reads. Usage: see `InProc`; tests/test_loop_inproc.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from worker import process, session
+from worker.config import Settings, load_project
+from worker.errors import ExitCode
+from worker.loop import run_session
+from worker.overview import Overview, parse
+from worker.providers.claude import ClaudeProvider
+from worker.runtime import IterationReport, Outcome, RunOptions, Runtime
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
+from fake_common import context, perform
+
+# Real sleeps never happen in-process, so every setting that would make a test wait is harmless.
+DEFAULTS = {"stall_iterations": 0, "retry_delay": 5.0}
+RESULT = {
+    "type": "result",
+    "subtype": "success",
+    "is_error": False,
+    "api_error_status": None,
+    "duration_ms": 10,
+    "num_turns": 2,
+    "result": "done",
+    "stop_reason": "end_turn",
+    "session_id": "fake",
+    "total_cost_usd": 0.0125,
+    "usage": {"input_tokens": 1000, "output_tokens": 100, "cache_read_input_tokens": 50},
+}
+ENDINGS = {e.value: e for e in process.Ending}
+
+
+class FakeClock:
+    """Wall and monotonic time in one: it moves only when the loop sleeps or a child `takes` time."""
+
+    def __init__(self) -> None:
+        self.t = time.time()
+        self.slept: list[float] = []  # every sleep the loop asked for, in seconds
+        self.on_sleep: Callable[[float], None] = lambda _s: None  # e.g. set the stop event
+
+    def time(self) -> float:
+        return self.t
+
+    def sleep(self, stop: threading.Event, seconds: float) -> bool:
+        if stop.is_set():
+            return True
+        self.slept.append(seconds)
+        self.t += seconds
+        self.on_sleep(seconds)
+        return stop.is_set()
+
+
+class FakeNotifier:
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+
+    def send(self, text: str) -> bool:
+        self.sent.append(text)
+        return True
+
+
+class FakeChild:
+    """The spawn seam: one call plays one child. Invocation k takes sequence[k] while it lasts,
+    then by_phase[phase] (as the fake CLIs do). Action keys beyond fake_claude.py's session work
+    (signal, overview, flow, files, code, answer_qa, tear_overview, remove_worktree) and stream
+    (result: merged, None for no result line; exit; rate_limit: reset in s; limits; stderr;
+    structured_output; final_message): `ending` (timeout | idle | interrupted: how the run ended),
+    `takes` (seconds the child uses on the fake clock), `stop` (the stop event is set while the
+    child runs: Ctrl-C mid-iteration), `then` (a callable run after the work, given the context)."""
+
+    def __init__(self, clock: FakeClock, stop: threading.Event) -> None:
+        self.clock = clock
+        self.stop = stop
+        self.sequence: list[dict] = []
+        self.by_phase: dict[str, dict] = {}
+        self.offset = 0  # calls made before the current scenario
+        self.calls: list[dict] = []  # argv, phase, cwd, prompt of every child
+
+    def __call__(
+        self,
+        inv: process.Invocation,
+        log_fd: int,
+        stderr_fd: int,
+        limits: process.Limits,
+        on_line: Callable[[bytes], None],
+        stop: threading.Event,
+        markers: tuple[bytes, ...] = (),
+        tag: str = "",
+    ) -> process.RunResult:
+        prompt = inv.stdin.read_text() if inv.stdin else ""
+        ctx = context(prompt)
+        n = len(self.calls) - self.offset
+        action = self.sequence[n] if n < len(self.sequence) else self.by_phase.get(ctx["Phase"], {})
+        argv = list(inv.argv)
+        self.calls.append({"argv": argv, "phase": ctx["Phase"], "cwd": str(inv.cwd), "prompt": prompt})
+        lines = [
+            {"type": "system", "subtype": "init", "session_id": "fake", "claude_code_version": "2.1.197"}
+        ]
+        if action.get("stderr"):
+            os.write(stderr_fd, (action["stderr"] + "\n").encode())
+        result: dict | None = {**RESULT}
+        budget = float(argv[argv.index("--max-budget-usd") + 1]) if "--max-budget-usd" in argv else None
+        cost = (action.get("result") or {}).get("total_cost_usd", RESULT["total_cost_usd"])
+        if budget is not None and cost > budget:  # like the CLI: stopped before the work is done
+            stopped = {"subtype": "error_max_budget_usd", "is_error": True, "errors": ["budget"]}
+            action = {**action, "exit": 1, "result": {**(action.get("result") or {}), **stopped}}
+        else:
+            perform(action, ctx)
+            if action.get("then"):
+                action["then"](ctx)
+        if action.get("limits"):
+            lines.append(
+                _rate_limit("allowed", action["limits"], self.clock.t + action.get("limits_reset", 3600))
+            )
+        if action.get("rate_limit") is not None:
+            lines.append(_rate_limit("rejected", {"five_hour": 1.0}, self.clock.t + action["rate_limit"]))
+        if action.get("final_message") is not None:
+            result = {**RESULT, "result": action["final_message"]}
+        if action.get("structured_output") is not None and "--json-schema" in argv:
+            result = {**RESULT, "structured_output": action["structured_output"], "stop_reason": "tool_use"}
+        if "result" in action and action["result"] is None:
+            result = None
+        elif action.get("result"):
+            result = {**(result or {}), **action["result"]}
+        if result is not None:
+            lines.append(result)
+        if action.get("stop"):
+            self.stop.set()
+        self.clock.t += float(action.get("takes", 0.0))
+        data = b""
+        for event in lines:
+            line = json.dumps(event).encode()
+            data += line + b"\n"
+            if not markers or any(m in line for m in markers):
+                on_line(line)
+        os.write(log_fd, data)
+        ending = ENDINGS[action.get("ending", "interrupted" if action.get("stop") else "exited")]
+        code = int(action.get("exit", 0)) if ending is process.Ending.EXITED else -15
+        return process.RunResult(ending, code, float(action.get("takes", 0.0)), len(data), 0)
+
+
+def _rate_limit(status: str, windows: dict, resets: float) -> dict:
+    info = {"status": status, "resetsAt": int(resets), "rateLimitType": "five_hour", "isUsingOverage": False}
+    used = windows.get("five_hour", 0)
+    if status == "allowed" and used >= 0.9:  # the server's early warning: the only utilization 2.1.197 gives
+        info.update(status="allowed_warning", utilization=used, surpassedThreshold=0.9)
+    return {"type": "rate_limit_event", "rate_limit_info": info, "uuid": "fake", "session_id": "fake"}
+
+
+class InProc:
+    """One scratch project (the `project` fixture of conftest.py) driven in-process.
+
+    loop = InProc(project)
+    loop.scenario(by_phase={"investigation": {"signal": {...}}})
+    outcome = loop.run("name", max_retries=1)   # Settings fields as keywords
+    loop.history("name"), loop.overview("name"), loop.child.calls, loop.clock.slept, loop.notes.sent
+    """
+
+    def __init__(self, project: object) -> None:
+        self.project = load_project(project.config)  # type: ignore[attr-defined]
+        for key, value in (("user.name", "samocode-test"), ("user.email", "test@example.invalid")):
+            _git_config(self.project.main_repo, key, value)  # the fake child's commits
+        self.stop = threading.Event()
+        self.clock = FakeClock()
+        self.child = FakeChild(self.clock, self.stop)
+        self.notes = FakeNotifier()
+        self.reports: list[IterationReport] = []
+        self.log: list[str] = []
+        self.stop_code = [ExitCode.INTERRUPTED]  # what a stop means: set [0] to TERMINATED for SIGTERM
+
+    def scenario(self, sequence: list | None = None, by_phase: dict | None = None) -> None:
+        """A new script; the calls so far are kept (`calls` counts them all)."""
+        self.child.sequence, self.child.offset = list(sequence or []), len(self.child.calls)
+        self.child.by_phase = dict(by_phase or {})
+
+    def run(
+        self, name: str, task: str = "", dive: str = "", max_iterations: int = 0, **settings: object
+    ) -> Outcome:
+        paths, exists = session.resolve(self.project.sessions, name, dt.date.today())
+        merged = dataclasses.replace(Settings(), **{**DEFAULTS, **settings})  # type: ignore[arg-type]
+        provider = ClaudeProvider(path="claude", model="opus", max_turns=10, timeout=60)
+        rt = Runtime(
+            settings=merged,
+            provider=provider,
+            notifier=self.notes,
+            stop=self.stop,
+            report=self.reports.append,
+            log=self.log.append,
+            spawn=self.child,
+            sleep=self.clock.sleep,
+            clock=self.clock.time,
+            monotonic=self.clock.time,
+            stop_code=self.stop_code,
+        )
+        self.stop.clear()
+        return run_session(paths, exists, self.project, RunOptions(task, dive, max_iterations), rt)
+
+    def session(self, name: str) -> Path:
+        return session.resolve(self.project.sessions, name, dt.date.today())[0].dir
+
+    def history(self, name: str) -> list[dict]:
+        path = self.session(name) / "_signal_history.jsonl"
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+    def decisions(self, name: str) -> list[dict]:
+        return [r for r in self.history(name) if r.get("decision")]
+
+    def overview(self, name: str) -> Overview:
+        return parse((self.session(name) / "_overview.md").read_text())
+
+
+def _git_config(repo: Path, key: str, value: str) -> None:
+    import subprocess
+
+    subprocess.run(["git", "-C", str(repo), "config", key, value], check=True)
