@@ -18,7 +18,8 @@ import pytest
 
 from tests.e2e.realcli import codex_path
 from worker.process import Invocation, Limits, run
-from worker.providers import AgentSpec, Failure, IterationRequest
+from worker.prompt import AgentSpec
+from worker.providers import Failure, IterationRequest
 from worker.providers.codex import CodexProvider
 
 REPO = Path(__file__).resolve().parents[1]

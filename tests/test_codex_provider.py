@@ -21,9 +21,10 @@ from worker.config import Settings
 from worker.errors import ConfigError
 from worker.overview import parse
 from worker.process import Ending, RunResult
-from worker.prompt import load_agent, load_workflow
-from worker.providers import AgentSpec, Failure, IterationRequest, get_provider
+from worker.prompt import AgentSpec, load_agent, load_workflow
+from worker.providers import STOPPED, Failure, IterationRequest, ending_failure
 from worker.providers.codex import CodexProvider, CodexStream, Prices, classify
+from worker.providers.registry import get_provider
 
 REPO = Path(__file__).resolve().parents[1]
 FAKE_CODEX = REPO / "tests" / "fakes" / "fake_codex.py"
@@ -185,6 +186,11 @@ def test_a_killed_child_reports_its_ending_and_the_tokens_seen_so_far(ending, fa
     record = parse_lines(SUCCESS, exited(-15, ending), prices=Prices(1.0, 1.0, 1.0))
     assert record.failure is failure
     assert record.tokens_out == 70 and record.cost_usd is not None
+
+
+def test_every_way_the_worker_stops_a_child_maps_to_one_failure():
+    assert set(STOPPED) == set(Ending) - {Ending.EXITED}
+    assert ending_failure(exited(0)) is None
 
 
 def test_turn_completed_with_a_nonzero_exit_is_a_failure():

@@ -242,7 +242,7 @@ def _prepare(args: argparse.Namespace):
         lambda: load_project(args.config),
         lambda: session.check_name(args.session),
     )
-    from worker.providers import get_provider
+    from worker.providers.registry import get_provider
 
     provider = get_provider(settings.provider, settings)
     paths, exists = session.resolve(project.sessions, args.session, dt.date.today())

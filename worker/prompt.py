@@ -1,4 +1,7 @@
-"""What the child reads each iteration: workflow.md, the phase agent and the session context."""
+"""What the child reads each iteration: workflow.md, the phase agent and the session context.
+
+The providers depend on this module (they put the pieces together for their CLI), never the other
+way round."""
 
 from __future__ import annotations
 
@@ -9,7 +12,17 @@ from pathlib import Path
 from worker.config import INSTALL_ROOT
 from worker.errors import InstallError
 from worker.phases import PHASES, Phase
-from worker.providers import AgentSpec
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    """A phase agent file: frontmatter fields plus the body."""
+
+    name: str
+    description: str
+    body: str
+    tools: tuple[str, ...] = ()
+    model: str = ""
 
 
 def agent_path(phase: Phase, root: Path = INSTALL_ROOT) -> Path:

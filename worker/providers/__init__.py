@@ -20,13 +20,11 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from worker.errors import ConfigError
-
-if TYPE_CHECKING:
-    from worker.config import Settings
-    from worker.process import RunResult
+from worker.process import Ending, RunResult
+from worker.prompt import AgentSpec
 
 # Variables a child must never inherit: Claude Code refuses (or used to refuse) to start nested.
 SCRUBBED_ENV = ("CLAUDECODE", "CLAUDE_CODE_ENTRYPOINT", "CLAUDE_CODE_CHILD_SESSION")
@@ -54,17 +52,12 @@ class Failure(str, enum.Enum):
 
 # Failures that retrying cannot fix.
 FATAL = frozenset({Failure.AUTH, Failure.REFUSED})
-
-
-@dataclass(frozen=True)
-class AgentSpec:
-    """A phase agent file: frontmatter fields plus the body."""
-
-    name: str
-    description: str
-    body: str
-    tools: tuple[str, ...] = ()
-    model: str = ""
+# A child the worker stopped failed for that reason, whatever its CLI printed.
+STOPPED = {
+    Ending.TIMEOUT: Failure.TIMEOUT,
+    Ending.IDLE: Failure.IDLE,
+    Ending.INTERRUPTED: Failure.INTERRUPTED,
+}
 
 
 @dataclass(frozen=True)
@@ -161,11 +154,7 @@ def find_executable(setting: str, value: str) -> str:
 
 def ending_failure(run: RunResult) -> Failure | None:
     """The failure of a child the worker stopped (timeout, idle, interrupt); None when it exited."""
-    from worker.process import Ending
-
-    if run.ending is Ending.EXITED:
-        return None
-    return {Ending.TIMEOUT: Failure.TIMEOUT, Ending.IDLE: Failure.IDLE}.get(run.ending, Failure.INTERRUPTED)
+    return STOPPED.get(run.ending)
 
 
 def last_line(text: str, skip: tuple[str, ...] = ()) -> str:
@@ -238,20 +227,3 @@ def as_int(value: object) -> int | None:
 def truncate(text: str, limit: int = 2000) -> str:
     text = text.strip()
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def names() -> tuple[str, ...]:
-    return ("claude", "codex")
-
-
-def get_provider(name: str, settings: Settings) -> Provider:
-    """The provider named `name`, its executable already found."""
-    if name == "claude":
-        from worker.providers.claude import ClaudeProvider
-
-        return ClaudeProvider.from_settings(settings)
-    if name == "codex":
-        from worker.providers.codex import CodexProvider
-
-        return CodexProvider.from_settings(settings)
-    raise ConfigError(f"unknown provider '{name}' (choose from: {', '.join(names())})")
