@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from test_commands import PLAN, QA, cmd, make
 
-from worker import history
+from worker import history, plans
 from worker.signals import WaitFor
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,7 +77,7 @@ def test_the_last_decision_unless_a_human_acted_after_it(records, pending, wait,
     ],
 )
 def test_plan_approval_detection(blocked, field, next_text, records, signal, expected):
-    assert history.waits_for_plan_approval(blocked, field, next_text, records, signal) is expected
+    assert plans.waits_for_approval(blocked, field, next_text, records, signal) is expected
 
 
 # -- commands write through the journal -------------------------------------------------------------
@@ -212,7 +212,7 @@ def test_the_stall_breakers_digest_does_not_block_on_a_fifo_overview(tmp_path):
     """A child may leave a FIFO at _overview.md: the digest taken right after it must not hang."""
     import signal as sig
 
-    from worker import rails
+    from worker import stall
 
     (tmp_path / "notes.md").write_text("n\n")
     os.mkfifo(tmp_path / "_overview.md")
@@ -223,7 +223,7 @@ def test_the_stall_breakers_digest_does_not_block_on_a_fifo_overview(tmp_path):
     old = sig.signal(sig.SIGALRM, hung)
     sig.alarm(5)
     try:
-        digest, count = rails.session_state(tmp_path)
+        digest, count = stall.session_state(tmp_path)
     finally:
         sig.alarm(0)
         sig.signal(sig.SIGALRM, old)
@@ -270,12 +270,12 @@ def test_a_history_from_before_the_totals_is_summed_once(tmp_path, monkeypatch):
 
 
 def test_status_spend_comes_from_the_newest_line_not_a_long_history(project, monkeypatch):
-    from worker import status
+    from worker import statusbuild
 
     folder = make(project, "long", {})
     for i in range(3000):
         record = {"phase": "implementation", "cost_usd": 0.01, "n": i}
         history.append(folder / "_signal_history.jsonl", record)
     monkeypatch.setattr(history, "_all", lambda fd: pytest.fail("read the whole history"))
-    report = status.build(status.SessionPaths(folder), {"error": "x"})
+    report = statusbuild.build(statusbuild.SessionPaths(folder), {"error": "x"})
     assert report.spend_usd == pytest.approx(30.0)

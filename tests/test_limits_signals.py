@@ -20,8 +20,8 @@ from worker.process import Ending, RunResult
 from worker.providers import Failure
 from worker.providers.claude import budget_flag
 from worker.providers.claude_stream import ClaudeStream
-from worker.rails import Spend
 from worker.signals import parse_signal
+from worker.spend import Spend
 
 FAKE_CODEX = Path(__file__).parent / "fakes" / "fake_codex.py"
 STAY = {"signal": {"status": "continue", "phase": "investigation"}, "flow": "looked around"}

@@ -14,7 +14,7 @@ from worker_helpers import decisions, fakes, find_session, history, overview, sl
 
 from worker import overview as overview_module
 from worker.config import Settings
-from worker.rails import plan_usage_wait
+from worker.limits import plan_usage_wait
 
 STAY = {"signal": {"status": "continue", "phase": "investigation"}, "flow": "looked around"}
 BLOCK = {"signal": {"status": "blocked", "reason": "stop here", "needs": "human_decision"}}

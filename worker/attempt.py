@@ -8,7 +8,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker import process, prompt, rails, signalcopy
+from worker import process, prompt, signalcopy
+from worker.crashpoint import crash_point
 from worker.errors import AttemptBlocked, GitError, InvalidSignal, SessionFileError
 from worker.journal import stamp
 from worker.phases import SessionState
@@ -130,13 +131,13 @@ def run_attempt(ws: Workspace, provider: Provider, rt: Runtime, req: Request) ->
     finally:
         os.close(log_fd)
         os.close(stderr_fd)
-    rails.crash_point("child-exited")
+    crash_point("child-exited")
     if run.log_error:  # the child ran to its end (or was stopped): nothing of it is left running
         raise SessionFileError(f"cannot write the iteration's log {log_path.name}: {run.log_error}")
     record = parser.finish(run, _tail(stderr_path))
     signal, raw, invalid = _read_signal(paths.signal)
     chosen = _with_copy(signal, raw, invalid, record, prepared.answer_file)
-    rails.crash_point("signal-read")
+    crash_point("signal-read")
     return Attempt(
         record, run, chosen.signal, chosen.raw, chosen.invalid, log_path.name, chosen.source, chosen.facts
     )

@@ -1,8 +1,11 @@
-"""The git facts samocode needs: is a folder a repository, the session's worktree, recent commits."""
+"""The git facts samocode needs: is a folder a repository, the session's worktree and branch, HEAD,
+recent commits, what changed since a commit, and the working tree's state (the stall breaker's
+evidence of progress)."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -12,6 +15,8 @@ from pathlib import Path
 from worker.errors import GitError
 
 _ENV = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+# A read that runs every iteration must not take the index lock from the child's own git.
+_READ_ENV = {**_ENV, "GIT_OPTIONAL_LOCKS": "0"}
 
 
 def _git(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -129,3 +134,51 @@ def changes_since(path: Path, rev: str) -> tuple[int, int] | None:
         return None
     files = set(changed.stdout.splitlines()) | set(new.stdout.splitlines())
     return len(files), int(commits.stdout.strip() or 0)
+
+
+@dataclass(frozen=True)
+class TreeState:
+    digest: str
+    head: str  # abbreviated HEAD, '' outside git
+    dirty: int  # changed or untracked files
+
+
+def tree_state(work: Path) -> TreeState | None:
+    """HEAD, the changed paths and their size/mtime, from one `git status`; None outside git."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(work), "status", "--porcelain=v2", "--branch", "-z", "-uall"],
+            capture_output=True,
+            timeout=60,
+            env=_READ_ENV,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    digest = hashlib.sha256(done.stdout)
+    head, dirty = "", 0
+    entries = done.stdout.split(b"\0")
+    skip = False
+    for entry in entries:
+        if skip:  # the original path of a rename
+            skip = False
+            continue
+        if entry.startswith(b"# branch.oid "):
+            head = entry[13:20].decode("ascii", "replace")
+            continue
+        kind = entry[:2]
+        fixed = {b"1 ": 8, b"2 ": 9, b"u ": 10, b"? ": 1}.get(kind)
+        if fixed is None:
+            continue
+        dirty += 1
+        skip = kind == b"2 "
+        path = entry.split(b" ", fixed)[-1]
+        try:
+            st = os.lstat(os.path.join(work, os.fsdecode(path)))
+            digest.update(b"%d:%d" % (st.st_size, st.st_mtime_ns))
+        except OSError:
+            digest.update(b"gone")
+    return TreeState(digest.hexdigest(), head, dirty)

@@ -35,10 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker import flowlog, history, overview
+from worker.crashpoint import crash_point
 from worker.errors import OverviewError, SessionFileError
-from worker.rails import Spend, crash_point
 from worker.session import SessionPaths, pid_alive
 from worker.signals import MAX_SIGNAL_BYTES, WaitFor, clear_signal
+from worker.spend import Spend
 
 # History lines a start reads (the last decision, wait and phase); spend comes from the totals.
 RECENT = 500

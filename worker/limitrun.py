@@ -14,14 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker import limits
+from worker.changes import Change
 from worker.config import Settings
 from worker.errors import ConfigError
 from worker.journal import flow_line, stamp
-from worker.outcomes import Change
 from worker.phases import SessionState
 from worker.providers import IterationRecord, Provider
 from worker.providers.registry import get_provider
-from worker.rails import UsageWait
 from worker.signals import WaitFor
 from worker.streamview import last_limits
 
@@ -135,7 +134,7 @@ def _switched(what: limits.Fallback, back: bool, now: dt.datetime, total: int, r
     return Switched(Change(record, {}, [flow_line(total, now, text.capitalize())]), text)
 
 
-def paused(state: SessionState, pause: limits.Pause, plan: UsageWait, now: dt.datetime) -> Change:
+def paused(state: SessionState, pause: limits.Pause, plan: limits.UsageWait, now: dt.datetime) -> Change:
     """The pause before an iteration, written like a usage wait (Waiting For usage_limit) with the
     window that caused it; `status` shows its Next line."""
     text = pause.text(now.timestamp())

@@ -1,5 +1,10 @@
-"""Policies on usage limits, pure: the pause before a rate-limit window closes, and the fallback to
-the other provider while one is limited. The loop applies them with its usage-wait machinery.
+"""Policies on usage limits and retries, pure: how long to wait for a usage-limit reset, the pause
+before a rate-limit window closes, the fallback to the other provider while one is limited, and the
+backoff per failure class. The loop applies them with its usage-wait machinery.
+
+- Usage wait: until the reported reset (plus a margin); a reset already past is retried with
+  backoff; with no reset named, SAMOCODE_USAGE_WAIT. Past SAMOCODE_MAX_WAIT the session stops as
+  waiting for the usage limit instead.
 
 - Pause (SAMOCODE_PAUSE_AT, percent): Claude Code reports each window's utilization in its
   `rate_limit_event` lines (subscription logins only; 2.1.197 only past the server's early-warning
@@ -15,7 +20,15 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+from worker.providers import Failure
+
+if TYPE_CHECKING:
+    from worker.config import Settings
+
+MAX_BACKOFF = 600.0
+RESET_MARGIN = 1.0  # seconds past a reported reset before trying again
 PROVIDER_SWITCHED = "provider_switched"  # the history event of a switch (either way)
 _LABELS = {"five_hour": "5-hour", "seven_day": "7-day", "seven_day_opus": "7-day Opus"}
 
@@ -120,3 +133,39 @@ def switched(what: Fallback, back: bool, now: float, reason: str = "") -> tuple[
     if reason:
         text += f" ({reason})"
     return {"from": what.primary, "to": what.provider, "until_epoch": round(what.until, 3)}, text
+
+
+# -- usage waits and retries -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UsageWait:
+    until: float  # epoch seconds
+    seconds: float
+    clock: str  # HH:MM, local time
+    source: str  # where the time comes from, for the log and the Flow Log
+    beyond: bool  # past SAMOCODE_MAX_WAIT (counting what this iteration already waited)
+
+
+def plan_usage_wait(
+    resets_at: float | None, now: float, settings: Settings, hits: int, waited: float
+) -> UsageWait:
+    """Until the reported reset; a reset already past is retried with backoff; with no reset time
+    named, SAMOCODE_USAGE_WAIT."""
+    if resets_at is not None and resets_at > now:
+        until, source = resets_at + RESET_MARGIN, "reported reset"
+    elif resets_at is not None:
+        until = now + min(settings.retry_delay * 2 ** max(0, hits - 1), settings.usage_wait or MAX_BACKOFF)
+        source = "reported reset already past"
+    else:
+        until, source = now + settings.usage_wait, "no reset time given: SAMOCODE_USAGE_WAIT"
+    seconds = max(0.0, until - now)
+    clock = dt.datetime.fromtimestamp(until).strftime("%H:%M")
+    return UsageWait(until, seconds, clock, source, waited + seconds > settings.max_wait)
+
+
+def retry_delay(failure: Failure | None, failures: int, settings: Settings) -> float:
+    """Overload and 5xx back off exponentially; everything else waits SAMOCODE_RETRY_DELAY."""
+    if failure is Failure.OVERLOADED:
+        return min(settings.retry_delay * 2 ** max(0, failures - 1), MAX_BACKOFF)
+    return settings.retry_delay

@@ -1,7 +1,7 @@
 """The iteration loop: one child per iteration, a decision per signal, until a stop.
 
 It wires the other modules together and applies what `phases.decide` returns: `gate` says whether
-the session may start, `attempt` runs one child, `outcomes` builds what each ending writes,
+the session may start, `attempt` runs one child, `changes` builds what each ending writes,
 `journal` writes it in crash-safe order (and repairs what a killed worker left), `rails` holds the
 budget, the stall breaker, usage waits and backoff; the session lease is `session.Lease`.
 """
@@ -14,20 +14,23 @@ import datetime as dt
 import os
 from dataclasses import dataclass
 
-from worker import gate, gatewait, journal, limitrun, outcomes, plans, process, rails
+from worker import changes, gate, gatewait, journal, limitrun, limits, plans, process
 from worker import history as hist
 from worker.attempt import Attempt, Request, run_attempt
 from worker.brief import Briefer
+from worker.changes import Change, worker_stop
 from worker.config import Project
+from worker.crashpoint import crash_point
 from worker.errors import AttemptBlocked, ExitCode, OverviewError, SamocodeError, SessionFileError
 from worker.journal import stamp
 from worker.limitrun import LimitRun
-from worker.outcomes import Change, worker_stop
 from worker.phases import Decision, Phase, SessionState, Verdict, blocked_for, cap_reached, decide
 from worker.providers import FATAL, Failure, IterationRecord
 from worker.runtime import IterationReport, Outcome, RunOptions, Runtime
 from worker.session import Lease, SessionPaths
 from worker.signals import Need, WaitFor
+from worker.spend import Spend
+from worker.stall import StallBreaker
 from worker.workspace import Workspace
 
 
@@ -102,10 +105,8 @@ class _Loop:
         self.rt = rt
         self.settings = rt.settings
         self.iterations_run = 0
-        self.spend = rails.Spend()
-        self.stall = rails.StallBreaker(
-            self.settings.stall_iterations, workspace.working_dir, workspace.paths.dir
-        )
+        self.spend = Spend()
+        self.stall = StallBreaker(self.settings.stall_iterations, workspace.working_dir, workspace.paths.dir)
         self.brief = Briefer(self.paths, workspace.project.main_repo.name, rt.notifier, workspace.working_dir)
 
     def run(self) -> Outcome:
@@ -137,9 +138,9 @@ class _Loop:
         if passed.stop is not None:
             return self._outcome(passed.stop, passed.message)
         if passed.ended_wait is not None:
-            self._note(outcomes.wait_ended(state, passed.ended_wait, self.rt.now()))
+            self._note(changes.wait_ended(state, passed.ended_wait, self.rt.now()))
         if (was := gate.phase_set_by_hand(state, history)) is not None:
-            self._note(outcomes.phase_set_by_hand(state, was, self.rt.now()))
+            self._note(changes.phase_set_by_hand(state, was, self.rt.now()))
         self.spend = journal.load_spend(self.paths)
         self.stall.start(hist.last_decision(history), state.phase.value)
         self.lim = LimitRun(self.settings, self.rt.provider, history, self.rt.clock(), log=self.rt.log)
@@ -175,7 +176,7 @@ class _Loop:
         iteration_id, tag = os.urandom(6).hex(), os.urandom(8).hex()  # not `secrets`: 5 ms of imports
         marker = {"id": iteration_id, "tag": tag, "phase": state.phase.value, "iteration": state.iteration}
         journal.write_marker(self.paths, {**marker, "total": state.total, "worker": os.getpid()})
-        rails.crash_point("marker")
+        crash_point("marker")
         self.brief.iteration_started(self.ws.working_dir)
         tries = _Tries()
         started = self.rt.monotonic()
@@ -194,7 +195,7 @@ class _Loop:
                 return self._finish(state, stop, None, iteration_id, started, tries, {})
             self.rt.log(attempt.summary())
             if restored := self.ws.restore_if_broken(before, f"{state.total + 1:03d}-{iteration_id}"):
-                self._note(outcomes.overview_restored(state, *restored, self.rt.now()))
+                self._note(changes.overview_restored(state, *restored, self.rt.now()))
             record = attempt.record
             tries.add(record)
             self.lim.seen(record)
@@ -214,8 +215,8 @@ class _Loop:
                 "log": attempt.log_name,
                 "provider": self.lim.provider.name,
             }
-            self._note(outcomes.attempt_failed(iteration_id, state, record, facts, self.rt.now()))
-            rails.crash_point("attempt-failed")
+            self._note(changes.attempt_failed(iteration_id, state, record, facts, self.rt.now()))
+            crash_point("attempt-failed")
             outcome = self._after_failure(state, iteration_id, attempt, tries, started)
             if outcome is not None:
                 return outcome
@@ -250,7 +251,7 @@ class _Loop:
             if tries.failures > self.settings.max_retries:
                 return self._provider_failed(state, iteration_id, record, started, tries)
             tries.previous = f"{failure.value}: {record.message[:200]}"
-        delay = rails.retry_delay(failure, tries.failures, self.settings)
+        delay = limits.retry_delay(failure, tries.failures, self.settings)
         self.rt.log(f"attempt failed ({tries.previous}); retrying in {delay:g} s")
         if self.rt.sleep(self.rt.stop, delay):
             return self._interrupted(state, iteration_id, None, "during the retry delay")
@@ -268,7 +269,7 @@ class _Loop:
                 self._switched(state, back)
             record = dataclasses.replace(record, resets_at=until)
         else:
-            plan = rails.plan_usage_wait(
+            plan = limits.plan_usage_wait(
                 record.resets_at, self.rt.clock(), self.settings, tries.usage_hits, tries.waited
             )
             if switched := self.lim.switch_for(plan.until, now, state.total + 1, "usage limit"):
@@ -284,7 +285,7 @@ class _Loop:
         if pause is None:
             return False
         now, text = self.rt.now(), pause.text(self.rt.clock())
-        plan = rails.plan_usage_wait(pause.until, self.rt.clock(), self.settings, 1, 0.0)
+        plan = limits.plan_usage_wait(pause.until, self.rt.clock(), self.settings, 1, 0.0)
         if switched := self.lim.switch_for(plan.until, now, state.total + 1, text):
             self._switched(state, switched)
             return True
@@ -298,7 +299,7 @@ class _Loop:
         self.rt.log(f"{text} ({plan.seconds:.0f} s)")
         if self._sleep_until(plan.until):
             return self._interrupted(state, "", None, "during the usage wait")
-        self._note(outcomes.usage_resumed("", state, self.rt.now()))
+        self._note(changes.usage_resumed("", state, self.rt.now()))
         return True
 
     def _switched(self, state: SessionState, switched: limitrun.Switched) -> None:
@@ -310,7 +311,7 @@ class _Loop:
         self, state: SessionState, iteration_id: str, record: IterationRecord, tries: _Tries, started: float
     ) -> Outcome | None:
         """Wait for the reset, shown in the overview; past SAMOCODE_MAX_WAIT, stop as waiting."""
-        plan = rails.plan_usage_wait(
+        plan = limits.plan_usage_wait(
             record.resets_at, self.rt.clock(), self.settings, tries.usage_hits, tries.waited
         )
         if plan.beyond:
@@ -321,14 +322,14 @@ class _Loop:
             stop = worker_stop(state, Verdict.WAITING, reason, waiting_for=WaitFor.USAGE_LIMIT)
             until = dt.datetime.fromtimestamp(plan.until).isoformat(timespec="seconds")
             return self._finish(state, stop, None, iteration_id, started, tries, {"resets_at": until})
-        self._note(outcomes.usage_wait(iteration_id, state, plan, self.rt.now()))
-        rails.crash_point("usage-wait")
+        self._note(changes.usage_wait(iteration_id, state, plan, self.rt.now()))
+        crash_point("usage-wait")
         self._notify("usage_wait", state.phase, f"resuming at {plan.clock}")
         self.rt.log(f"usage limit: waiting until {plan.clock} ({plan.seconds:.0f} s, {plan.source})")
         if self._sleep_until(plan.until):
             return self._interrupted(state, iteration_id, None, "during the usage wait")
         tries.waited += plan.seconds
-        self._note(outcomes.usage_resumed(iteration_id, state, self.rt.now()))
+        self._note(changes.usage_resumed(iteration_id, state, self.rt.now()))
         return None
 
     # -- endings -------------------------------------------------------------------------------
@@ -361,7 +362,7 @@ class _Loop:
             {"id": iteration_id, "iteration_cost_usd": cost, "provider": self.lim.provider.name, **extra},
         )
         journal.clear_marker(self.paths)
-        rails.crash_point("marker-cleared")
+        crash_point("marker-cleared")
         moved = f" -> {decided.phase.value}" if decided.phase is not state.phase else ""
         detail = decided.reason if decided.verdict in (Verdict.BLOCKED, Verdict.WAITING) else ""
         if tries.stream_problem:  # never silent: the console says what the worker could not read
@@ -376,8 +377,8 @@ class _Loop:
         self, state: SessionState, decided: Decision, record: IterationRecord | None, extra: dict
     ) -> Outcome | None:
         """The decision's history line (with its overview change), then the overview; notify."""
-        self.spend.add(outcomes.record_fields(record) | {"phase": state.phase.value})
-        applied = outcomes.decision(state, decided, record, extra, self.spend, self.rt.now())
+        self.spend.add(changes.record_fields(record) | {"phase": state.phase.value})
+        applied = changes.decision(state, decided, record, extra, self.spend, self.rt.now())
         try:
             journal.commit(self.paths, applied.change.record, applied.change.fields, applied.change.flow)
         except OverviewError as exc:
@@ -415,7 +416,7 @@ class _Loop:
         message = f"{self.lim.provider.name} failed ({what}): {record.message}".strip()
         attempts = f"{tries.failures} attempt" + ("s" if tries.failures != 1 else "")
         message += " (not retried)" if record.failure in FATAL else f" after {attempts}"
-        self._note(outcomes.provider_failed(iteration_id, state, what, message, self.rt.now()))
+        self._note(changes.provider_failed(iteration_id, state, what, message, self.rt.now()))
         journal.clear_marker(self.paths)
         self._notify("failed", state.phase, message)
         cost = tries.cost if tries.cost_known else None
@@ -432,7 +433,7 @@ class _Loop:
         """Ctrl-C or SIGTERM: the child and its descendants are already gone; record and stop."""
         code = self.rt.stop_code[0]
         name = {ExitCode.TERMINATED: "SIGTERM", ExitCode.HANG_UP: "SIGHUP (hang-up)"}.get(code, "Ctrl-C")
-        self._note(outcomes.interrupted(iteration_id, state, record, name, during, self.rt.now()))
+        self._note(changes.interrupted(iteration_id, state, record, name, during, self.rt.now()))
         journal.clear_marker(self.paths)
         self._notify("interrupted", state.phase, name)
         return self._outcome(code, "interrupted; the session continues on the next start")

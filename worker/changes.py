@@ -11,10 +11,11 @@ from dataclasses import dataclass, field
 
 from worker.errors import ExitCode
 from worker.journal import flow_line, stamp
+from worker.limits import UsageWait
 from worker.phases import Decision, SessionState, Verdict
 from worker.providers import IterationRecord
-from worker.rails import Spend, UsageWait
 from worker.signals import Need, WaitFor
+from worker.spend import Spend
 
 
 @dataclass(frozen=True)
