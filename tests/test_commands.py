@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from worker import flowlog, overview, status
+from worker import flowlog, overview, watch
 from worker.session import Lease, SessionPaths, holder
 
 PLAN = {"{prefix}-plan-x.md": "## Phase 1\n- [ ] a\n"}
@@ -708,7 +708,7 @@ def test_watch_loop_clamps_its_last_sleep_to_the_timeout(project):
     lease.acquire("test")  # a "worker" that stays: only the timeout can end the watch
     try:
         fake = FakeClock()
-        result = status.watch(SessionPaths(folder), 3.5, fake.clock, fake.sleep)
+        result = watch.watch(SessionPaths(folder), 3.5, fake.clock, fake.sleep)
     finally:
         lease.release()
     assert (result.reason, result.waited) == ("timeout", 3.5)
@@ -718,6 +718,6 @@ def test_watch_loop_clamps_its_last_sleep_to_the_timeout(project):
 def test_watch_loop_gives_up_on_a_session_with_no_worker_after_the_start_grace(project):
     folder = make(project, "w", {})
     fake = FakeClock()
-    result = status.watch(SessionPaths(folder), 540, fake.clock, fake.sleep)
+    result = watch.watch(SessionPaths(folder), 540, fake.clock, fake.sleep)
     assert result.reason == "no worker running"
-    assert status.START_GRACE <= result.waited <= status.START_GRACE + 1
+    assert watch.START_GRACE <= result.waited <= watch.START_GRACE + 1

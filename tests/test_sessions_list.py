@@ -78,8 +78,12 @@ def test_every_state(tmp_path: Path) -> None:
     (sessions / "26-11-29-broken" / "_overview.md").write_text("# no status here\n")
     running = make(sessions, "26-11-29-running", phase="implementation")
 
-    with Lease(running):
+    lease = Lease(running)
+    lease.acquire()
+    try:
         found = by_name(sessions)
+    finally:
+        lease.release()
 
     assert found["26-11-29-fresh"].state == "active" and found["26-11-29-fresh"].worker_pid is None
     assert found["26-11-29-fresh"].last_run is None

@@ -3,7 +3,7 @@
 Every subcommand and `--flag` they show, every exit code they name, and every phase, signal status,
 `for` value, `needs` value and Blocked value they quote must exist in the code, so the instructions
 cannot drift from the worker. The facts come from the code itself: the argparse parser
-(worker.cli.build_parser), ExitCode, Phase/PHASES, Status, WaitFor and Need. The checker is also fed
+(worker.cliargs.build_parser), ExitCode, Phase/PHASES, Status, WaitFor and Need. The checker is also fed
 mutated texts to prove it notices an unknown flag, a wrong exit code and the like. The parent
 protocol is checked too: every command runs through the launcher in a foreground call (`start` detaches
 the worker; no background task, TaskStop or `&`), and the Worker line the stop rule quotes is the one
@@ -24,7 +24,7 @@ import frontmatter
 import mistune
 import pytest
 
-from worker.cli import build_parser
+from worker.cliargs import build_parser
 from worker.errors import ExitCode
 from worker.phases import PHASES, Phase
 from worker.signals import Need, Status, WaitFor

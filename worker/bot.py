@@ -83,10 +83,10 @@ class Conversation:
         self.poller.start()
 
     def _send_questions(self) -> None:
-        from worker.commands import questions
+        from worker import qa
 
         with contextlib.suppress(OSError):
-            for q in questions(self.paths.qa.read_text(encoding="utf-8", errors="replace")):
+            for q in qa.questions(qa.read(self.paths.qa, errors="replace")):
                 if not q.waiting:
                     continue
                 lines = brief.question_lines(q.number, q.title, q.options, q.suggestion)
@@ -166,10 +166,10 @@ class Conversation:
         return ok
 
     def _answer_option(self, number: int, letter: str) -> tuple[bool, str]:
-        from worker import commands
+        from worker import commands, qa
 
         try:
-            found = commands.questions(self.paths.qa.read_text(encoding="utf-8", errors="replace"))
+            found = qa.questions(qa.read(self.paths.qa, errors="replace"))
         except OSError as exc:
             return False, f"cannot read _qa.md: {exc.strerror}"
         options = dict(found[number - 1].options) if 0 < number <= len(found) else {}
@@ -181,7 +181,7 @@ class Conversation:
         )
 
     def _on_text(self, message: dict) -> bool:
-        from worker import commands
+        from worker import commands, qa
 
         text = " ".join(str(message.get("text") or "").split())
         reply_to = message.get("message_id")
@@ -190,8 +190,8 @@ class Conversation:
         if text.split()[0].split("@")[0] == "/status":
             self._send(self._status(), reply_to=reply_to)
             return False
-        if commands.WAITING in text:
-            self._send(f"⛔ An answer may not contain '{commands.WAITING}'.", reply_to=reply_to)
+        if qa.WAITING in text:
+            self._send(f"⛔ An answer may not contain '{qa.WAITING}'.", reply_to=reply_to)
             return False
         now = dt.datetime.now
         replied = (message.get("reply_to_message") or {}).get("message_id")
@@ -211,10 +211,10 @@ class Conversation:
         return ok
 
     def _status(self) -> str:
-        from worker import status
+        from worker import status, statusbuild
 
         try:
-            return status.render_text(status.build(self.paths, status.rails_of(self.settings)))
+            return status.render_text(statusbuild.build(self.paths, statusbuild.rails_of(self.settings)))
         except OSError as exc:
             return f"status unavailable: {exc.strerror}"
 

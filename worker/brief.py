@@ -112,7 +112,7 @@ def question_lines(
 
 def qa_lines(qa: Path) -> list[str]:
     """Every waiting question of `_qa.md`, with options and suggestion."""
-    from worker.commands import questions  # the parser the `answer` command uses
+    from worker.qa import questions  # the parser the `answer` command uses
 
     try:
         text = qa.read_text(encoding="utf-8", errors="replace") if qa.is_file() else ""
@@ -166,7 +166,7 @@ class Gate:
 def gate_of(paths: SessionPaths) -> Gate:
     """Which gate the session stands at now, and the lines a human needs to pass it."""
     from worker import history as hist
-    from worker import overview, status
+    from worker import overview, plans, statusbuild
     from worker.errors import OverviewError
 
     try:
@@ -188,10 +188,10 @@ def gate_of(paths: SessionPaths) -> Gate:
         return Gate(BLOCKED, phase, body)
     if not blocked.startswith("waiting"):
         return Gate("", phase)
-    if phase == "planning" and hist.waits_for_plan_approval(
+    if phase == "planning" and plans.waits_for_approval(
         blocked, ov.get("waiting for"), ov.get("next"), history
     ):
-        plan = status.newest_plan(paths.dir, history)
+        plan = statusbuild.newest_plan(paths.dir, history)
         return Gate(PLAN_GATE, phase, tuple(plan_lines(Path(plan) if plan else None)))
     if wait == QA_GATE:
         return Gate(QA_GATE, phase, tuple(qa_lines(paths.qa)))

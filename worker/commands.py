@@ -1,53 +1,25 @@
-"""The parent's commands: status, watch, approve, resume, answer, unblock.
+"""The parent's commands that change a session: approve, revise, resume, unblock, answer.
 
-The functions above `dispatch` hold the logic: they return values or raise `Refused` (exit 7, the
-command does not fit the session's state) or another `SamocodeError`, and never print. A write
-command takes the session lease first, so it never races a running worker (which holds the lease
-for its whole run), checks the state, and changes nothing when it refuses.
+Each returns the line to show or raises `Refused` (exit 7, the command does not fit the session's
+state) or another `SamocodeError`; none prints (the CLI layer does). A command takes the session
+lease first, so it never races a running worker (which holds the lease for its whole run), checks
+the state, and changes nothing when it refuses. It writes through the worker's journal and reads
+the overview through its one safe reader.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime as dt
-import os
-import re
-import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 
-from worker import gatelease, overview, session, status
+from worker import gatelease, journal, overview, plans, qa
 from worker import history as hist
-from worker.config import Project, gather, load_project, load_settings
-from worker.errors import (
-    ConfigError,
-    InvalidSignal,
-    NoSession,
-    OverviewError,
-    Refused,
-    SessionFileError,
-    SessionLocked,
-)
+from worker.errors import ConfigError, InvalidSignal, OverviewError, Refused, SessionFileError, SessionLocked
 from worker.overview import Overview
 from worker.phases import PHASES, Phase
 from worker.session import Lease, SessionPaths
 from worker.signals import Need, WaitFor, read_signal
-
-_ANSWER = re.compile(
-    r"^[ \t]*(?:[-*+][ \t]+)?\*{0,2}answer\*{0,2}[ \t]*:[ \t]*\*{0,2}[ \t]*(?P<value>.*?)[ \t]*$", re.I
-)
-_SUGGESTION = re.compile(
-    r"^[ \t]*(?:[-*+][ \t]+)?\*{0,2}suggest(?:ion|ed)(?: option)?\*{0,2}[ \t]*:[ \t]*\*{0,2}[ \t]*"
-    r"(?P<value>.*?)[ \t]*$",
-    re.I,
-)
-_HEADING = re.compile(r"^[ \t]*#{1,6}[ \t]*(?P<title>.+?)[ \t#]*$")
-_OPTION = re.compile(
-    r"^[ \t]*(?:[-*+][ \t]+)?\*{0,2}(?P<letter>[A-Z])[).:]\*{0,2}[ \t]+(?P<text>\S.*?)[ \t]*$"
-)
-WAITING = "_waiting_"
 
 
 def _stamp(now: dt.datetime) -> str:
@@ -83,16 +55,9 @@ def _leased(paths: SessionPaths, what: str) -> Iterator[None]:
         lease.release()
 
 
-def _read(paths: SessionPaths) -> Overview:
-    try:
-        return overview.parse(overview.read_text(paths.overview))
-    except OverviewError as exc:
-        raise Refused(f"{exc.reason}; fix {paths.overview} by hand first (nothing changed)") from None
-
-
 def _state(paths: SessionPaths) -> tuple[Overview, Phase, int, int]:
-    ov = _read(paths)
     try:
+        ov = overview.parse(overview.read_text(paths.overview))
         state = ov.state()
     except OverviewError as exc:
         raise Refused(f"{exc.reason}; fix {paths.overview} by hand first (nothing changed)") from None
@@ -108,8 +73,6 @@ def _commit(
 ) -> None:
     """Through the worker's journal: history first (with the overview change it implies, so a
     torn line before it does not swallow it), then the overview (Flow Log lines only when missing)."""
-    from worker import journal  # imported here: `status` needs none of the journal's imports
-
     try:
         journal.commit(paths, {"time": _stamp(now), **record}, fields or {}, flow)
     except SessionFileError as exc:
@@ -134,7 +97,7 @@ def _signal_wait(paths: SessionPaths) -> str:
 
 
 def waits_for_plan_approval(ov: Overview, paths: SessionPaths) -> bool:
-    return hist.waits_for_plan_approval(
+    return plans.waits_for_approval(
         ov.get("blocked"), ov.get("waiting for"), ov.get("next"), _history(paths), _signal_wait(paths)
     )
 
@@ -173,7 +136,7 @@ def approve(paths: SessionPaths, now: dt.datetime, via: str = "") -> str:
     with _leased(paths, "approve"):
         ov, phase, iteration, total = _state(paths)
         _waiting_plan(ov, phase, paths, "approve")
-        plan = status.newest_plan(paths.dir, _history(paths))
+        plan = plans.current(paths.dir, _history(paths))
         if plan is None:
             raise Refused(f"no plan file in {paths.dir}: planning has not produced a plan yet")
         record = {
@@ -182,7 +145,7 @@ def approve(paths: SessionPaths, now: dt.datetime, via: str = "") -> str:
             "phase_after": Phase.IMPLEMENTATION.value,
             "iteration": iteration,
             "total": total,
-            "plan": Path(plan).name,
+            "plan": plan.name,
             "by": _by(via, "approve"),
         }
         _commit(
@@ -199,7 +162,7 @@ def approve(paths: SessionPaths, now: dt.datetime, via: str = "") -> str:
             },
             (_flow(total, now, f"Plan approved for implementation via {_by(via, 'approve')}"),),
         )
-    return f"plan approved ({Path(plan).name}): phase implementation; start the worker again"
+    return f"plan approved ({plan.name}): phase implementation; start the worker again"
 
 
 def revise(paths: SessionPaths, note: str, now: dt.datetime, via: str = "") -> str:
@@ -300,200 +263,32 @@ def _next_step(ov: Overview, phase: Phase, paths: SessionPaths) -> str:
     return "nothing to do but start the worker"
 
 
-# -- answers in _qa.md -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Question:
-    number: int  # 1-based, in file order
-    value_start: int
-    value_end: int
-    answer: str
-    suggestion: str
-    title: str = ""  # the heading above it, e.g. "Q1. Where should tokens be stored?"
-    options: tuple[tuple[str, str], ...] = ()  # ("A", "In memory"), ... as listed above it
-
-    @property
-    def waiting(self) -> bool:
-        return self.answer == WAITING
-
-
-def questions(text: str) -> list[Question]:
-    """One question per `**Answer:**` line; its suggestion, heading and lettered options are the
-    last ones above it (since the previous answer)."""
-    found: list[Question] = []
-    options: list[tuple[str, str]] = []
-    suggestion, title = "", ""
-    pos = 0
-    for line in text.splitlines(keepends=True):
-        body = line.rstrip("\r\n")
-        if match := _ANSWER.match(body):
-            found.append(
-                Question(
-                    len(found) + 1,
-                    pos + match.start("value"),
-                    pos + match.end("value"),
-                    match.group("value"),
-                    suggestion,
-                    title,
-                    tuple(options),
-                )
-            )
-            suggestion, title, options = "", "", []
-        elif match := _SUGGESTION.match(body):
-            suggestion = match.group("value").strip("* ")
-        elif match := _HEADING.match(body):
-            title, options = match.group("title"), []
-        elif match := _OPTION.match(body):
-            options.append((match.group("letter"), match.group("text")))
-        pos += len(line)
-    return found
-
-
-def fill_answers(text: str, given: dict[int, str], accept: bool) -> tuple[str, list[int], list[int]]:
-    """The text with answers filled in; returns it, the numbers answered and those still waiting."""
-    found = questions(text)
-    waiting = [q for q in found if q.waiting]
-    if not waiting:
-        raise Refused("no question in _qa.md waits for an answer (no `**Answer:** _waiting_` line)")
-    numbers = [q.number for q in waiting]
-    for n in sorted(given):
-        if n > len(found):
-            raise Refused(f"there is no question {n}: _qa.md has {len(found)} (waiting: {_list(numbers)})")
-        if not found[n - 1].waiting:
-            raise Refused(f"question {n} is already answered (waiting: {_list(numbers)})")
-    answers = dict(given)
-    if accept:
-        missing = [q.number for q in waiting if q.number not in answers and not q.suggestion]
-        if missing:
-            raise Refused(
-                f"question {_list(missing)} has no suggestion; answer it with --set N=TEXT (nothing changed)"
-            )
-        answers.update({q.number: q.suggestion for q in waiting if q.number not in answers})
-    pieces, pos = [], 0
-    for q in waiting:
-        if q.number in answers:
-            pieces += [text[pos : q.value_start], answers[q.number]]
-            pos = q.value_end
-    pieces.append(text[pos:])
-    return "".join(pieces), sorted(answers), [n for n in numbers if n not in answers]
-
-
-def _list(numbers: list[int]) -> str:
-    return ", ".join(f"Q{n}" for n in numbers) or "none"
-
-
-def parse_sets(values: list[str]) -> dict[int, str]:
-    """`--set N=TEXT` values; a malformed one is a usage error."""
-    given: dict[int, str] = {}
-    for value in values:
-        number, sep, answer = value.partition("=")
-        if not sep or not number.strip().isdigit() or int(number) < 1:
-            raise ConfigError(f"--set needs N=TEXT with N a question number from 1, got '{value}'")
-        n = int(number)
-        if n in given:
-            raise ConfigError(f"--set gives question {n} twice")
-        text = one_line(answer, f"--set {n}=")
-        if WAITING in text:
-            raise ConfigError(f"--set {n}: the answer may not contain '{WAITING}'")
-        given[n] = text
-    return given
+# -- answers in _qa.md --------------------------------------------------------------------------------
 
 
 def answer(paths: SessionPaths, given: dict[int, str], accept: bool, now: dt.datetime, via: str = "") -> str:
     with _leased(paths, "answer"):
         try:
-            text = paths.qa.read_text(encoding="utf-8")
+            text = qa.read(paths.qa)
         except FileNotFoundError:
             raise Refused(f"no {paths.qa}: there are no questions to answer") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise Refused(f"cannot read {paths.qa}: {exc}") from None
-        new, answered, left = fill_answers(text, given, accept)
+        new, answered, left = qa.fill_answers(text, given, accept)
         record = {"event": "answered", "questions": answered, "accepted": accept or None}
         if via:  # the command line leaves no Flow Log line; another channel says it was there
             _, _, _, total = _state(paths)
-            flow = (_flow(total, now, f"Answered {_list(answered)} via {via}"),)
+            flow = (_flow(total, now, f"Answered {qa.listed(answered)} via {via}"),)
             _commit(paths, now, record | {"via": via}, {}, flow)
         else:
             _commit(paths, now, record)
         with overview.locked(paths.dir):
             overview.write_atomic(paths.qa, new)
-    message = f"answered {_list(answered)} in {paths.qa}"
+    message = f"answered {qa.listed(answered)} in {paths.qa}"
     if left:
-        return f"{message}; still waiting: {_list(left)}"
-    if WAITING in new:
-        return f"{message}; note: '{WAITING}' still appears elsewhere in _qa.md, so the session keeps waiting"
+        return f"{message}; still waiting: {qa.listed(left)}"
+    if qa.WAITING in new:
+        return (
+            f"{message}; note: '{qa.WAITING}' still appears elsewhere in _qa.md, so the session keeps waiting"
+        )
     return f"{message}; all answered: start the worker again"
-
-
-def _await_session(project: Project, name: str, limit: float) -> SessionPaths:
-    """A session started a moment ago may not have its folder yet: wait a little for it."""
-    end = time.monotonic() + limit
-    while True:
-        try:
-            paths = session.find_existing(project.sessions, name)
-        except NoSession:
-            if time.monotonic() >= end:
-                raise
-        else:
-            # The folder comes first, the overview after the worktree: watch from the overview.
-            if paths.overview.exists() or time.monotonic() >= end:
-                return paths
-        time.sleep(min(0.2, max(0.0, end - time.monotonic())))
-
-
-# -- command line --------------------------------------------------------------------------------------
-
-
-def _project(args: argparse.Namespace) -> Project:
-    project, _ = gather(lambda: load_project(args.config), lambda: session.check_name(args.session))
-    return project
-
-
-def report(project: Project, paths: SessionPaths) -> status.Report:
-    try:
-        settings, problem = load_settings(os.environ), ""
-    except ConfigError as exc:
-        settings, problem = None, "; ".join(exc.problems)
-    fallback = project.worktrees / paths.dir.name
-    return status.build(
-        paths, status.rails_of(settings, problem), fallback if fallback.is_dir() else project.main_repo
-    )
-
-
-def dispatch(args: argparse.Namespace) -> int:
-    """Run one parent command; prints its result. Errors propagate to cli.main."""
-    project = _project(args)
-    if args.command == "watch":
-        started = time.monotonic()
-        paths = _await_session(project, args.session, min(status.START_GRACE, args.timeout))
-        result = status.watch(paths, max(0.0, args.timeout - (time.monotonic() - started)))
-        head = {"reason": result.reason, "waited_s": round(time.monotonic() - started, 1)}
-        rep = report(project, paths)
-        if args.json:
-            print(status.render_json(rep, extra={"watch": head}))
-        else:
-            line = f"Watch: {head['reason']} after {head['waited_s']:g}s"
-            print(line + "\n" + status.render_text(rep, status.MAX_BYTES - len(line) - 1))
-        return 0
-    paths = session.find_existing(project.sessions, args.session)
-    now = dt.datetime.now()
-    if args.command == "status":
-        rep = report(project, paths)
-        print(status.render_json(rep) if args.json else status.render_text(rep))
-        return 0
-    if args.command == "approve":
-        message = approve(paths, now)
-    elif args.command == "resume":
-        message = resume(paths, args.goal, now)
-    elif args.command == "unblock":
-        message = unblock(paths, args.note, now)
-    elif args.command == "answer":
-        given = parse_sets(args.set or [])
-        if not given and not args.accept_suggestions:
-            raise ConfigError("answer needs --accept-suggestions or at least one --set N=TEXT")
-        message = answer(paths, given, args.accept_suggestions, now)
-    else:
-        raise ConfigError(f"unknown command '{args.command}'")
-    print(f"samocode: {message}")
-    return 0

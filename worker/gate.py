@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker import history as hist
+from worker import plans, qa
 from worker.errors import ExitCode
 from worker.overview import Overview
 from worker.phases import Phase, SessionState
@@ -24,9 +25,9 @@ class Gate:
     ended_wait: str | None = None  # the wait that is over now ('' when it named nothing)
 
 
-def check(ov: Overview, state: SessionState, history: list[dict], qa: Path) -> Gate:
+def check(ov: Overview, state: SessionState, history: list[dict], qa_file: Path) -> Gate:
     blocked = ov.get("blocked").lower()
-    wait = _value(ov.get("waiting for")).lower() or hist.last_wait(history)
+    wait = hist.waits_for(ov.get("waiting for"), history)
     if blocked.startswith("yes"):
         reason = ov.get("last action") or "blocked"
         return Gate(
@@ -34,12 +35,12 @@ def check(ov: Overview, state: SessionState, history: list[dict], qa: Path) -> G
             f"session is blocked ({reason}); resolve it, then run `unblock` or set 'Blocked: no'",
         )
     if blocked.startswith("waiting"):
-        if state.phase is Phase.PLANNING and hist.waits_for_plan_approval(
+        if state.phase is Phase.PLANNING and plans.waits_for_approval(
             blocked, ov.get("waiting for"), ov.get("next"), history
         ):
             return Gate(ExitCode.WAITING, "the plan waits for approval: run `approve` first")
-        if wait == WaitFor.QA_ANSWERS.value and _unanswered(qa):
-            return Gate(ExitCode.WAITING, f"questions in {qa} still wait for answers")
+        if wait == WaitFor.QA_ANSWERS.value and qa.still_waiting(qa_file):
+            return Gate(ExitCode.WAITING, f"questions in {qa_file} still wait for answers")
         return Gate(None, ended_wait=wait)
     if state.phase is Phase.DONE and (hist.last_decision(history) or {}).get("decision") == "done":
         return Gate(ExitCode.DONE, "the session is already done")
@@ -54,16 +55,3 @@ def phase_set_by_hand(state: SessionState, history: list[dict]) -> str | None:
         if after:
             return str(after) if after != state.phase.value else None
     return None
-
-
-def _value(text: str) -> str:
-    return "" if text.strip() in ("", "-") else text.strip()
-
-
-def _unanswered(path: Path) -> bool:
-    if not path.is_file():  # a FIFO would block the read
-        return False
-    try:
-        return "_waiting_" in path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False

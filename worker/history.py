@@ -1,8 +1,8 @@
 """`_signal_history.jsonl`: one JSON line per signal, decision and human act, and what they mean.
 
 The worker and every parent command append through `append`, which survives a torn last line; the
-questions asked of the history (the last decision, what it waits for, whether a human acted since,
-whether the plan waits for approval) are answered here and nowhere else.
+questions asked of the history (the last decision, what it waits for, whether a human acted since) are
+answered here and nowhere else; whether a plan waits for approval is `plans`'s question.
 
 Every line carries the session's running totals (`sums`: spend per phase, tokens in and out), so
 that the spend is read from the newest line instead of summed over a history that grows with the
@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeGuard
 
 # Events the parent commands write: they end whatever the last decision waited for.
 HUMAN_EVENTS = frozenset({"approved", "resumed", "answered", "unblocked", "changes_requested"})
-PLAN_APPROVAL = "plan_approval"
-_PLAN_WORDS = re.compile(r"plan[\s_-]*approv|approv\w*\s+(?:of\s+)?(?:the\s+|this\s+)?plan", re.IGNORECASE)
 _TAIL_CHUNK = 64 * 1024
 SUMS = "sums"
 _TOKENS = ("tokens_in", "tokens_out")
@@ -187,19 +184,8 @@ def last_wait(history: list[dict]) -> str:
     return str(pending_decision(history).get("waiting_for") or "")
 
 
-def waits_for_plan_approval(
-    blocked: str, waiting_for: str, next_text: str, history: list[dict], signal_wait: str = ""
-) -> bool:
-    """Whether a session in planning waits for its plan to be approved.
-
-    Waiting (`Blocked: waiting...`): when it waits for the plan or names nothing (the overview's
-    `Waiting For`, else the last decision's). Otherwise: when anything says so (`Next` asks for
-    plan approval, `Waiting For`, the last decision or the last signal names plan_approval)."""
-    wait = _value(waiting_for).lower() or last_wait(history)
-    if blocked.lower().startswith("waiting"):
-        return wait in ("", PLAN_APPROVAL)
-    return bool(_PLAN_WORDS.search(next_text)) or PLAN_APPROVAL in (wait, signal_wait)
-
-
-def _value(text: str) -> str:
-    return "" if text.strip() in ("", "-") else text.strip()
+def waits_for(field: str, history: list[dict]) -> str:
+    """What the session waits for: the overview's `Waiting For` field (lower case; '-' or empty
+    names nothing), else the last decision's wait (see `last_wait`)."""
+    named = "" if field.strip() in ("", "-") else field.strip()
+    return named.lower() or last_wait(history)

@@ -151,13 +151,6 @@ class Lease:
             os.close(self.fd)
             self.fd = None
 
-    def __enter__(self) -> Lease:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
 
 def holder(paths: SessionPaths) -> int | None:
     """The pid of the worker running on the session, or None."""

@@ -18,7 +18,7 @@ from worker import history as hist
 from worker import overview, runrecord
 from worker.errors import OverviewError
 from worker.session import SessionPaths, holder
-from worker.status import waiting_for
+from worker.statusbuild import waiting_for
 
 HEAD_BYTES = 16 * 1024
 HISTORY_TAIL = 20  # enough to see the last decision and any parent command after it

@@ -1,38 +1,19 @@
 """The status report of a session: one small object, rendered as text or JSON under 1 KB.
 
-Built from the files alone (overview, history, last signal, lease, git log): no model call, and
-nothing heavier than the overview parser is imported, so the parent can ask for it every minute.
+What it holds is read from the session's files by `statusbuild`; `watch` waits for it to change.
 """
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import json
-import os
-import re
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from pathlib import Path
 from typing import Any
 
-from worker import flowlog, gatelease, gitops, overview, plans, runrecord
-from worker import history as hist
-from worker.config import Settings
-from worker.errors import InvalidSignal, OverviewError
-from worker.session import SessionPaths, holder
-from worker.signals import read_signal
-from worker.streamview import fallback_text, last_limits, last_stream_problem, limits_text
+from worker.streamview import limits_text
 
 MAX_BYTES = 1000  # the parent reads the report every minute; keep it well under 1 KiB
 _COMPACT = (",", ":")  # JSON without the spaces: some 80 bytes of the budget for the content
-HISTORY_TAIL = 200  # lines read for the last decision, wait, limits and stream problem
-POLL = 1.0  # seconds between watch's looks at the overview and the lease
-START_GRACE = 10.0  # how long watch waits for a worker (or a new session's folder) to appear
-_WORKING_DIR = re.compile(r"^Working Dir:[ \t]*(?P<dir>.+?)[ \t]*$", re.MULTILINE)
-_NONE = ("", "-")
-_BULLET = re.compile(r"^[-*+][ \t]+")
 
 
 @dataclass(frozen=True)
@@ -71,206 +52,6 @@ class Report:
     stream_problem: str | None = None  # what the newest attempt's stream lacked
     provider: str | None = None  # while on the fallback provider: "codex (fallback for claude until 18:10)"
     gate_wait: str | None = None  # "waiting for X (worker waits for a reply until 18:00)"
-
-
-def rails_of(settings: Settings | None, problem: str = "") -> dict[str, Any]:
-    """The limits a worker started now would run with (from the environment and `.env`)."""
-    if settings is None:
-        return {"error": problem or "settings unknown"}
-    timeout = settings.timeout_override or (
-        settings.codex_timeout if settings.provider == "codex" else settings.claude_timeout
-    )
-    return {
-        "provider": settings.provider,
-        "timeout_s": timeout,
-        "idle_s": settings.idle_timeout,
-        "retries": settings.max_retries,
-        "budget_usd": settings.max_cost_usd or None,
-        "stall": settings.stall_iterations or None,
-    }
-
-
-def _number(text: str) -> int | None:
-    match = re.match(r"\d+", text)
-    return int(match.group()) if match else None
-
-
-def _value(text: str) -> str | None:
-    return None if text.strip() in _NONE else text.strip()
-
-
-def waiting_for(ov: overview.Overview | None, history: list[dict], paths: SessionPaths) -> str | None:
-    """The overview's `Waiting For` when the field is there ('-' means nothing), else the last
-    decision's `waiting_for` (unless a parent command came after it), else the last signal's `for`."""
-    if ov is not None and "waiting for" in ov.fields:
-        return _value(ov.get("waiting for"))
-    if hist.human_acted_last(history):
-        return None
-    if wait := hist.last_wait(history):
-        return wait
-    try:
-        signal, _ = read_signal(paths.signal)
-    except InvalidSignal:
-        return None
-    return signal.waiting_for.value if signal.waiting_for else None
-
-
-def newest_summary(session_dir: Path) -> str | None:
-    found = [p for p in session_dir.glob("*-summary*.md") if p.is_file()]
-    return str(max(found, key=lambda p: (p.stat().st_mtime_ns, p.name))) if found else None
-
-
-def last_run(paths: SessionPaths, waiting: str | None) -> LastRun | None:
-    """The run-end record with the reason for the Worker line: for 0 the summary's path, for 3
-    what it waited for, for 130/143 "stopped", otherwise the run's own message."""
-    record = runrecord.read(paths.worker_record)
-    if record is None:
-        return None
-    why = record.message or record.outcome
-    if record.code == 0:
-        why = newest_summary(paths.dir) or "done"
-    elif record.code == 3:
-        said = re.match(r"waiting for ([a-z_]+)", record.message)
-        why = f"waiting for {said.group(1) if said else waiting}" if said or waiting else why
-    elif record.code in (130, 143):
-        why = "stopped"
-    return LastRun(record.code, record.outcome, record.message, record.ended_at, why)
-
-
-def _spend(sums: dict[str, Any]) -> tuple[float | None, int | None, int | None]:
-    """The session's spend and tokens from the history's running totals (see `history.add`)."""
-    costs = sums["cost_usd"]
-    return (sum(costs.values()) if costs else None), sums["tokens_in"], sums["tokens_out"]
-
-
-def newest_plan(session_dir: Path, history: list[dict] | None = None) -> str | None:
-    plan = plans.current(session_dir, history or [])
-    return None if plan is None else str(plan)
-
-
-def _working_dir(text: str, end: int, fallback: Path | None) -> Path | None:
-    """The overview's `Working Dir:` line (above the Status section), else `fallback`."""
-    match = _WORKING_DIR.search(text, 0, end)
-    if match and Path(match.group("dir")).is_dir():
-        return Path(match.group("dir"))
-    return fallback if fallback is not None and fallback.is_dir() else None
-
-
-def build(paths: SessionPaths, rails: dict[str, Any], workdir_fallback: Path | None = None) -> Report:
-    """The report; an unusable overview is shown in it instead of failing."""
-    text = ""
-    ov: overview.Overview | None = None
-    problem = ""
-    try:
-        text = overview.read_text(paths.overview)
-        ov = overview.parse(text)
-    except OverviewError as exc:
-        problem = exc.reason
-    try:  # the newest lines and the running totals: nothing that grows with the session
-        history = hist.read(paths.history, limit=HISTORY_TAIL)
-        sums = hist.totals(paths.history)
-    except OSError:  # a directory there, say: the report shows what it can
-        history, sums = [], hist.add(None, {})
-    waiting = waiting_for(ov, history, paths)
-    spend, tokens_in, tokens_out = _spend(sums)
-    workdir = _working_dir(text, ov.status.start if ov else min(len(text), 8192), workdir_fallback)
-    flow: list[str] = []
-    if text:
-        try:
-            flow = [_BULLET.sub("", line) for line in flowlog.flow_entries(text, 3, ov.flow if ov else None)]
-        except OverviewError:
-            flow = []
-    get = ov.get if ov is not None else (lambda _key, default="": default)
-    return Report(
-        session=paths.dir.name,
-        session_dir=str(paths.dir),
-        phase=get("phase") or "unknown",
-        iteration=_number(get("iteration")),
-        total_iterations=_number(get("total iterations")),
-        blocked=get("blocked") or ("unknown" if ov is None else "no"),
-        waiting_for=waiting,
-        last_action=get("last action") or (f"_overview.md unusable: {problem}" if problem else "-"),
-        next=get("next") or "-",
-        worker_pid=holder(paths),
-        spend_usd=None if spend is None else round(spend, 6),
-        tokens_in=tokens_in,
-        tokens_out=tokens_out,
-        rails=rails,
-        flow=tuple(flow),
-        commits=tuple(gitops.recent_commits(workdir, 3)) if workdir else (),
-        plan=newest_plan(paths.dir, history),
-        qa=str(paths.qa) if paths.qa.is_file() else None,
-        last_run=last_run(paths, waiting),
-        limits=last_limits(history),
-        stream_problem=last_stream_problem(history),
-        provider=fallback_text(history),
-        gate_wait=gatelease.describe(*waited) if (waited := gatelease.waiting(paths)) else None,
-    )
-
-
-# -- watch -----------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WatchResult:
-    reason: str  # "status changed" | "worker exited" | "no worker running" | "timeout"
-    waited: float
-
-
-def _look(paths: SessionPaths) -> tuple[tuple[int, int, int] | None, tuple | None]:
-    """(stat key, Status fields) of the overview."""
-    try:
-        st = os.stat(paths.overview)
-    except OSError:
-        return None, None
-    return (st.st_mtime_ns, st.st_size, st.st_ino), _fields(paths)
-
-
-def _fields(paths: SessionPaths) -> tuple | None:
-    try:
-        ov = overview.parse(overview.read_text(paths.overview))
-    except OverviewError:
-        return None
-    return tuple(sorted((k, f.value) for k, f in ov.fields.items()))
-
-
-def watch(
-    paths: SessionPaths,
-    timeout: float,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
-) -> WatchResult:
-    """Block until the Status fields change, the worker exits, or `timeout` passes.
-
-    Each poll is a stat of the overview and a look at the lease; the overview is parsed only when
-    its stat changes. With no worker at the start, a worker gets START_GRACE seconds to appear."""
-    start = clock()
-    deadline = start + timeout
-    key, first = _look(paths)
-    seen = holder(paths)
-    grace_end = start + START_GRACE
-    while True:
-        now = clock()
-        if now >= deadline:
-            return WatchResult("timeout", now - start)
-        sleep(min(POLL, deadline - now))
-        pid = holder(paths)
-        new_key = None
-        with contextlib.suppress(OSError):
-            st = os.stat(paths.overview)
-            new_key = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if new_key != key:
-            key = new_key
-            if _fields(paths) != first:
-                return WatchResult("status changed", clock() - start)
-        if seen is not None and pid is None:
-            return WatchResult("worker exited", clock() - start)
-        seen = pid if pid is not None else seen
-        if seen is None and clock() >= grace_end:
-            return WatchResult("no worker running", clock() - start)
-
-
-# -- rendering -------------------------------------------------------------------------------------
 
 
 def _clip(text: str, width: int) -> str:

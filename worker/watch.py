@@ -1,0 +1,96 @@
+"""`watch`: wait until the Status section changes, the worker exits or the time is up.
+
+Each poll is a stat of the overview and a look at the lease; the overview is parsed only when its
+stat changes. Also the short wait for a session started a moment ago to get its folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker import overview, session
+from worker.errors import NoSession, OverviewError
+from worker.session import SessionPaths, holder
+
+POLL = 1.0  # seconds between watch's looks at the overview and the lease
+START_GRACE = 10.0  # how long watch waits for a worker (or a new session's folder) to appear
+
+
+@dataclass(frozen=True)
+class WatchResult:
+    reason: str  # "status changed" | "worker exited" | "no worker running" | "timeout"
+    waited: float
+
+
+def _look(paths: SessionPaths) -> tuple[tuple[int, int, int] | None, tuple | None]:
+    """(stat key, Status fields) of the overview."""
+    try:
+        st = os.stat(paths.overview)
+    except OSError:
+        return None, None
+    return (st.st_mtime_ns, st.st_size, st.st_ino), _fields(paths)
+
+
+def _fields(paths: SessionPaths) -> tuple | None:
+    try:
+        ov = overview.parse(overview.read_text(paths.overview))
+    except OverviewError:
+        return None
+    return tuple(sorted((k, f.value) for k, f in ov.fields.items()))
+
+
+def watch(
+    paths: SessionPaths,
+    timeout: float,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> WatchResult:
+    """Block until the Status fields change, the worker exits, or `timeout` passes.
+
+    Each poll is a stat of the overview and a look at the lease; the overview is parsed only when
+    its stat changes. With no worker at the start, a worker gets START_GRACE seconds to appear."""
+    start = clock()
+    deadline = start + timeout
+    key, first = _look(paths)
+    seen = holder(paths)
+    grace_end = start + START_GRACE
+    while True:
+        now = clock()
+        if now >= deadline:
+            return WatchResult("timeout", now - start)
+        sleep(min(POLL, deadline - now))
+        pid = holder(paths)
+        new_key = None
+        with contextlib.suppress(OSError):
+            st = os.stat(paths.overview)
+            new_key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if new_key != key:
+            key = new_key
+            if _fields(paths) != first:
+                return WatchResult("status changed", clock() - start)
+        if seen is not None and pid is None:
+            return WatchResult("worker exited", clock() - start)
+        seen = pid if pid is not None else seen
+        if seen is None and clock() >= grace_end:
+            return WatchResult("no worker running", clock() - start)
+
+
+def await_session(sessions: Path, name: str, limit: float) -> SessionPaths:
+    """A session started a moment ago may not have its folder yet: wait a little for it."""
+    end = time.monotonic() + limit
+    while True:
+        try:
+            paths = session.find_existing(sessions, name)
+        except NoSession:
+            if time.monotonic() >= end:
+                raise
+        else:
+            # The folder comes first, the overview after the worktree: watch from the overview.
+            if paths.overview.exists() or time.monotonic() >= end:
+                return paths
+        time.sleep(min(0.2, max(0.0, end - time.monotonic())))
