@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -73,10 +74,15 @@ class Project:
         return self.run("--config", str(self.config), "--session", session, *extra, timeout=timeout, env=env)
 
 
-def base_env(home: Path) -> dict[str, str]:
-    """The real environment minus anything that could reach a real account or config."""
+def base_env(home: Path, python_bin: Path | None = None) -> dict[str, str]:
+    """The real environment minus anything that could reach a real account or config.
+
+    `python_bin`, a folder holding only `python3`, goes first on PATH: the fake CLIs start with
+    `#!/usr/bin/env python3`, and a version manager's shim there costs ~100 ms per child."""
     keep = ("PATH", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
     env = {k: os.environ[k] for k in keep if k in os.environ}
+    if python_bin is not None:
+        env["PATH"] = os.pathsep.join(p for p in (str(python_bin), env.get("PATH")) if p)
     env.update(
         HOME=str(home),
         SAMOCODE_ENV_FILE=str(home / "no-such.env"),
@@ -89,17 +95,34 @@ def base_env(home: Path) -> dict[str, str]:
     return env
 
 
+@pytest.fixture(scope="session")
+def python_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with `python3` -> this interpreter (the fakes need only the standard library)."""
+    folder = tmp_path_factory.mktemp("python-bin")
+    (folder / "python3").symlink_to(sys.executable)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def repo_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git repository with one commit, made once and copied into each project."""
+    repo = tmp_path_factory.mktemp("repo-template") / "repo"
+    repo.mkdir()
+    env = base_env(tmp_path_factory.mktemp("template-home"))
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "README.md").write_text("demo\n")
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True, env=env)
+    subprocess.run(["git", "-C", str(repo), "commit", "-qm", "init"], check=True, env=env)
+    return repo
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Project:
+def project(tmp_path: Path, python_bin: Path, repo_template: Path) -> Project:
     home = tmp_path / "home"
     home.mkdir()
     main_repo = tmp_path / "repo"
-    main_repo.mkdir()
-    env = base_env(home)
-    git(main_repo, "init", "-q", "-b", "main")
-    (main_repo / "README.md").write_text("demo\n")
-    subprocess.run(["git", "-C", str(main_repo), "add", "-A"], check=True, env=env)
-    subprocess.run(["git", "-C", str(main_repo), "commit", "-qm", "init"], check=True, env=env)
+    shutil.copytree(repo_template, main_repo, symlinks=True)
+    env = base_env(home, python_bin)
     config = tmp_path / "repo" / ".samocode"
     config.write_text(
         f"MAIN_REPO={main_repo}\nWORKTREES={tmp_path / 'wt'}\nSESSIONS={tmp_path / 'sessions'}\n"
