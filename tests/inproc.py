@@ -182,6 +182,7 @@ class InProc:
         self.child = FakeChild(self.clock, self.stop)
         self.notes = FakeNotifier()
         self.reports: list[IterationReport] = []
+        self.on_report: Callable[[IterationReport], None] = lambda _r: None  # after each iteration
         self.log: list[str] = []
         self.stop_code = [ExitCode.INTERRUPTED]  # what a stop means: set [0] to TERMINATED for SIGTERM
 
@@ -201,7 +202,7 @@ class InProc:
             provider=provider,
             notifier=self.notes,
             stop=self.stop,
-            report=self.reports.append,
+            report=self._report,
             log=self.log.append,
             spawn=self.child,
             sleep=self.clock.sleep,
@@ -211,6 +212,10 @@ class InProc:
         )
         self.stop.clear()
         return run_session(paths, exists, self.project, RunOptions(task, dive, max_iterations), rt)
+
+    def _report(self, report: IterationReport) -> None:
+        self.reports.append(report)
+        self.on_report(report)
 
     def session(self, name: str) -> Path:
         return session.resolve(self.project.sessions, name, dt.date.today())[0].dir

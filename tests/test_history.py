@@ -212,7 +212,7 @@ def test_the_stall_breakers_digest_does_not_block_on_a_fifo_overview(tmp_path):
     """A child may leave a FIFO at _overview.md: the digest taken right after it must not hang."""
     import signal as sig
 
-    from worker import rails
+    from worker import stall
 
     (tmp_path / "notes.md").write_text("n\n")
     os.mkfifo(tmp_path / "_overview.md")
@@ -223,7 +223,7 @@ def test_the_stall_breakers_digest_does_not_block_on_a_fifo_overview(tmp_path):
     old = sig.signal(sig.SIGALRM, hung)
     sig.alarm(5)
     try:
-        digest, count = rails.session_state(tmp_path)
+        digest, count = stall.session_state(tmp_path)
     finally:
         sig.alarm(0)
         sig.signal(sig.SIGALRM, old)

@@ -424,3 +424,62 @@ def test_a_commit_each_iteration_is_progress(loop):
     outcome = loop.run("busy", stall_iterations=2)
     assert outcome.code is ExitCode.BLOCKED and "stop here" in outcome.message
     assert len(loop.child.calls) == 5
+
+
+# -- the working tree, the overview, the run's own stops --------------------------------------------------
+
+
+def test_a_worktree_removed_mid_run_is_recreated_on_its_branch(loop, project):
+    stay = sig("continue", "investigation")
+    loop.scenario(
+        sequence=[
+            {"code": {"a.txt": "1\n"}, "signal": stay},
+            {"remove_worktree": True, "signal": stay},
+            BLOCK,
+        ]
+    )
+    outcome = loop.run("s14")
+    assert outcome.code is ExitCode.BLOCKED and "stop here" in outcome.message
+    tree = project.worktrees / loop.session("s14").name
+    assert [c["cwd"] for c in loop.child.calls] == [str(tree)] * 3
+    assert (tree / "a.txt").read_text() == "1\n"  # back on its branch, with the commit made before
+
+
+def test_a_child_that_breaks_the_overview_but_signals_still_moves_the_session(loop):
+    loop.scenario(sequence=[{"tear_overview": True, "signal": sig("continue", "requirements")}, BLOCK])
+    assert loop.run("s22").code is ExitCode.BLOCKED
+    assert loop.overview("s22").get("phase") == "requirements"
+    assert any(r.get("event") == "overview_restored" for r in loop.history("s22"))
+
+
+def test_a_signal_left_as_a_directory_blocks_the_next_attempt_with_the_reason(loop):
+    def as_dir(ctx: dict) -> None:
+        (loop.session("dir") / "_signal.json").mkdir()
+
+    loop.scenario(sequence=[{"then": as_dir}], by_phase={"investigation": STAY})
+    outcome = loop.run("dir")
+    assert outcome.code is ExitCode.BLOCKED and "directory" in outcome.message, outcome
+    assert len(loop.child.calls) == 1  # the retry could not clear the signal: no second child
+    assert loop.history("dir")[0]["event"] == "attempt_failed"
+
+
+def test_a_phase_at_its_cap_blocks_before_the_next_iteration(loop):
+    loop.scenario(by_phase={"investigation": STAY, "quality": {"signal": sig("continue", "quality")}})
+    path = loop.session("cap")
+    assert loop.run("cap", max_iterations=1).code is ExitCode.LIMIT  # makes the session, one child
+    text = (path / "_overview.md").read_text()
+    (path / "_overview.md").write_text(text.replace("Phase: investigation", "Phase: quality"))
+    outcome = loop.run("cap")
+    assert outcome.code is ExitCode.BLOCKED and "cap" in outcome.message, outcome
+    assert len(loop.child.calls) == 1 + 10  # quality's cap is 10 iterations
+    last = loop.decisions("cap")[-1]
+    assert (last["decision"], last["phase"], last["total"]) == ("blocked", "quality", 11)
+
+
+def test_a_stop_after_an_iteration_ends_the_run_between_iterations(loop):
+    loop.scenario(by_phase={"investigation": STAY})
+    loop.on_report = lambda _r: loop.stop.set()  # Ctrl-C once the first iteration is decided
+    assert loop.run("between").code is ExitCode.INTERRUPTED
+    assert [d["total"] for d in loop.decisions("between")] == [1] and len(loop.child.calls) == 1
+    last = loop.history("between")[-1]
+    assert last["event"] == "interrupted" and last["detail"] == "Ctrl-C, between iterations"
