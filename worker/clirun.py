@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     from worker.loop import run_session
     from worker.notify import make_notifier
-    from worker.process import become_subreaper
+    from worker.proctree import become_subreaper
     from worker.runtime import IterationReport, RunOptions, Runtime
 
     stop = threading.Event()

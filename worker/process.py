@@ -2,34 +2,29 @@
 
 The only place samocode spawns an AI CLI. The child gets stdin from a file (the prompt) or
 /dev/null, stdout through a pipe we drain continuously (Claude Code drops what a slow reader
-leaves behind and still exits 0), stderr straight into a file. Its descendants are tagged through
-the environment and the worker is their subreaper, so a timeout, an idle kill or Ctrl-C leaves no
-process behind, even ones that started a session of their own.
+leaves behind and still exits 0), stderr straight into a file. What the child leaves running when
+it ends or is stopped is swept by `proctree.terminate_tree`, which owns that discipline.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import enum
 import fcntl
 import os
 import selectors
-import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from worker import cgroup
-from worker.session import pid_alive
+from worker.proctree import TAG_VAR, own_children, terminate_tree
 
-TAG_VAR = "SAMOCODE_RUN_TAG"
 MAX_LINE = 8 * 1024 * 1024  # longer stream lines are logged but not parsed
 CHUNK = 256 * 1024
-_PR_SET_CHILD_SUBREAPER = 36
 _F_SETPIPE_SZ = 1031
 
 
@@ -64,100 +59,6 @@ class RunResult:
     stdout_bytes: int
     leftovers: int  # descendants still alive when the child ended (all killed)
     log_error: str = ""  # why the stream log could not be written (the stream was still drained)
-
-
-def become_subreaper() -> bool:
-    """Orphaned descendants reparent to the worker, so it can find and reap them (Linux only)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        return libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def tagged_pids(tag: str) -> list[int]:
-    """Processes whose environment carries this run's tag (they may have left our group)."""
-    needle = f"{TAG_VAR}={tag}".encode()
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/environ", "rb") as handle:
-                if needle in handle.read().split(b"\0"):
-                    found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
-def _own_children() -> set[int]:
-    children: set[int] = set()
-    try:
-        for task in os.scandir("/proc/self/task"):
-            with open(f"{task.path}/children") as handle:
-                children.update(int(pid) for pid in handle.read().split())
-    except OSError:
-        pass
-    return children
-
-
-def _signal_all(pgid: int | None, pids: Iterable[int], sig: int) -> None:
-    if pgid is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pgid, sig)
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, sig)
-
-
-def _reap(pids: Iterable[int]) -> None:
-    for pid in pids:
-        with contextlib.suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-
-
-def terminate_tree(
-    proc: subprocess.Popen[bytes] | None,
-    tag: str,
-    grace: float,
-    orphans: frozenset[int] = frozenset(),
-    before: frozenset[int] | None = None,
-) -> int:
-    """TERM the child's group, every tagged process and our orphans; KILL what is left after
-    `grace`. Returns how many processes besides the child there were.
-
-    The victims are looked up again on every round: a process whose parent dies meanwhile
-    reparents to us (we are the subreaper) and is caught on the next look."""
-    pgid = proc.pid if proc is not None else None
-    child = proc.pid if proc is not None else -1
-    seen: set[int] = set(orphans)
-    sig = signal.SIGTERM
-    started = time.monotonic()
-    while True:
-        found = set(tagged_pids(tag)) | set(cgroup.pids(tag)) if tag else set()
-        if before is not None:
-            found |= _own_children() - before - {child}
-        seen |= found
-        alive = [p for p in seen if pid_alive(p)]
-        child_alive = proc is not None and proc.poll() is None
-        if not alive and not child_alive:
-            break
-        _signal_all(pgid, alive, sig)
-        _reap(seen)
-        waited = time.monotonic() - started
-        if sig == signal.SIGTERM and waited >= grace:
-            sig = signal.SIGKILL
-            continue
-        if waited >= grace + max(grace, 2.0):
-            break  # unkillable (D state): give up rather than hang the worker
-        time.sleep(0.02 if waited < 0.2 else 0.05)
-    if proc is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=max(grace, 1.0))
-    _reap(seen)
-    cgroup.remove(tag)
-    return len(seen)
 
 
 class _Lines:
@@ -266,7 +167,7 @@ def run(
     tag = tag or os.urandom(8).hex()
     env = {**inv.env, TAG_VAR: tag}
     started = time.monotonic()
-    before = frozenset(_own_children())
+    before = frozenset(own_children())
     try:
         stdin = open(inv.stdin, "rb") if inv.stdin else subprocess.DEVNULL  # noqa: SIM115
         try:
@@ -350,7 +251,7 @@ def run(
         # Anything still tagged, or orphaned onto us, outlived the child: sweep it. A clean exit
         # (pipe closed, child gone, nothing reparented to us) costs no /proc scan.
         leftovers = 0
-        if not eof or proc.poll() is None or _own_children() - before - {proc.pid} or cgroup.pids(tag):
+        if not eof or proc.poll() is None or own_children() - before - {proc.pid} or cgroup.pids(tag):
             leftovers = terminate_tree(proc, tag, limits.kill_grace, before=before)
         cgroup.remove(tag)
     proc.stdout.close()
