@@ -6,26 +6,11 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from worker.errors import ConfigError
-
-SUBCOMMANDS = (
-    "run",
-    "start",
-    "stop",
-    "status",
-    "watch",
-    "approve",
-    "resume",
-    "answer",
-    "unblock",
-    "config",
-    "doctor",
-    "sessions",
-)
 
 
 def _positive_float(text: str) -> float:
@@ -73,74 +58,97 @@ def _run_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="samocode", description="Autonomous session orchestrator for AI coding CLIs.")
-    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-
-    run = sub.add_parser("run", help="run the worker loop on a session (the default)")
-    _run_args(run)
+def _run(parser: argparse.ArgumentParser) -> None:
+    _run_args(parser)
     # Set by `start`: the worker says "ready" on this pipe once past the session's gate.
-    run.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
 
-    start = sub.add_parser(
-        "start", help="start the worker detached (output to SESSION_DIR/_worker.out) and return"
-    )
-    _run_args(start)
 
-    stop = sub.add_parser("stop", help="stop the running worker as Ctrl-C does (resumable)")
-    _session_args(stop)
-    stop.add_argument(
+def _stop(parser: argparse.ArgumentParser) -> None:
+    _session_args(parser)
+    parser.add_argument(
         "--timeout", type=_positive_float, default=60.0, help="longest wait for it to end (default 60)"
     )
 
-    status = sub.add_parser("status", help="compact report of a session (under 1 KB)")
-    _session_args(status)
-    status.add_argument("--json", action="store_true", help="the same report as one JSON object")
 
-    watch = sub.add_parser(
-        "watch", help="wait until the Status section changes, the worker exits or the timeout passes"
-    )
-    _session_args(watch)
-    watch.add_argument(
+def _status(parser: argparse.ArgumentParser) -> None:
+    _session_args(parser)
+    parser.add_argument("--json", action="store_true", help="the same report as one JSON object")
+
+
+def _watch(parser: argparse.ArgumentParser) -> None:
+    _session_args(parser)
+    parser.add_argument(
         "--timeout", type=_positive_float, default=540.0, help="longest wait in seconds (default 540)"
     )
-    watch.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
-    approve = sub.add_parser("approve", help="approve a plan waiting for plan_approval (-> implementation)")
-    _session_args(approve)
 
-    resume = sub.add_parser("resume", help="reopen a done session for new work (-> investigation)")
-    _session_args(resume)
-    resume.add_argument("--goal", required=True, help="what the new work is")
+def _resume(parser: argparse.ArgumentParser) -> None:
+    _session_args(parser)
+    parser.add_argument("--goal", required=True, help="what the new work is")
 
-    answer = sub.add_parser("answer", help="fill the waiting answers in _qa.md")
-    _session_args(answer)
-    answer.add_argument(
+
+def _answer(parser: argparse.ArgumentParser) -> None:
+    _session_args(parser)
+    parser.add_argument(
         "--accept-suggestions",
         action="store_true",
         help="answer every waiting question with its suggestion (after any --set)",
     )
-    answer.add_argument(
+    parser.add_argument(
         "--set",
         action="append",
         metavar="N=TEXT",
         help="answer question N (the Nth in _qa.md) with TEXT; repeatable",
     )
 
-    unblock = sub.add_parser("unblock", help="clear 'Blocked: yes' with the human's direction")
-    _session_args(unblock)
-    unblock.add_argument("--note", required=True, help="the human's direction (becomes Next)")
 
-    config = sub.add_parser("config", help="print the resolved settings (secrets masked)")
-    config.add_argument("--config", type=Path, help="also check this .samocode file")
+def _unblock(parser: argparse.ArgumentParser) -> None:
+    _session_args(parser)
+    parser.add_argument("--note", required=True, help="the human's direction (becomes Next)")
 
-    doctor = sub.add_parser("doctor", help="the CLIs, their versions and logins; a session's last stream")
-    doctor.add_argument("--config", type=Path, help="the project's .samocode file (needed with --session)")
-    doctor.add_argument("--session", help="also report what this session's last attempt's stream lacked")
 
-    sessions = sub.add_parser("sessions", help="one line per session, the most recently active first")
-    sessions.add_argument("--config", required=True, type=Path, help="path to the project's .samocode file")
-    sessions.add_argument("--json", action="store_true", help="the list as one JSON array")
+def _config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="also check this .samocode file")
+
+
+def _doctor(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="the project's .samocode file (needed with --session)")
+    parser.add_argument("--session", help="also report what this session's last attempt's stream lacked")
+
+
+def _sessions(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", required=True, type=Path, help="path to the project's .samocode file")
+    parser.add_argument("--json", action="store_true", help="the list as one JSON array")
+
+
+# Each subcommand: its help line and what adds its options, in the order `--help` lists them.
+_GRAMMAR: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "run": ("run the worker loop on a session (the default)", _run),
+    "start": ("start the worker detached (output to SESSION_DIR/_worker.out) and return", _run_args),
+    "stop": ("stop the running worker as Ctrl-C does (resumable)", _stop),
+    "status": ("compact report of a session (under 1 KB)", _status),
+    "watch": ("wait until the Status section changes, the worker exits or the timeout passes", _watch),
+    "approve": ("approve a plan waiting for plan_approval (-> implementation)", _session_args),
+    "resume": ("reopen a done session for new work (-> investigation)", _resume),
+    "answer": ("fill the waiting answers in _qa.md", _answer),
+    "unblock": ("clear 'Blocked: yes' with the human's direction", _unblock),
+    "config": ("print the resolved settings (secrets masked)", _config),
+    "doctor": ("the CLIs, their versions and logins; a session's last stream", _doctor),
+    "sessions": ("one line per session, the most recently active first", _sessions),
+}
+SUBCOMMANDS = tuple(_GRAMMAR)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole grammar, or with `only` just that subcommand's part (what parsing its arguments
+    needs: building all twelve costs `status`, which the parent runs every minute, milliseconds)."""
+    parser = _Parser(prog="samocode", description="Autonomous session orchestrator for AI coding CLIs.")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    for name, (help_text, add) in _GRAMMAR.items():
+        if only is None or name == only:
+            add(sub.add_parser(name, help=help_text))
     return parser
 
 
@@ -148,4 +156,4 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     argv = list(argv)
     if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help"):
         argv.insert(0, "run")
-    return build_parser().parse_args(argv)
+    return build_parser(None if argv[0] in ("-h", "--help") else argv[0]).parse_args(argv)

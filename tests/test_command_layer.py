@@ -1,0 +1,182 @@
+"""The command layer: the grammar built for one subcommand parses as the whole one; every command
+that changes a session writes through the journal (a torn history line before it stays one line)
+and never blocks on a FIFO; `status` starts git only where there is a repository to ask."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import io
+import json
+import os
+import shutil
+import stat
+import time
+from pathlib import Path
+
+import pytest
+from test_commands import PLAN, QA, cmd, make
+
+from worker import commands, history, overview
+from worker.cliargs import SUBCOMMANDS, build_parser, parse_args
+from worker.errors import ConfigError, Refused
+from worker.session import SessionPaths
+
+NOW = dt.datetime(2026, 11, 29, 16, 0)
+
+# -- the grammar ------------------------------------------------------------------------------------
+
+ARGV = [
+    ["status", "--config", "c", "--session", "s", "--json"],
+    ["watch", "--config", "c", "--session", "s", "--timeout", "0"],
+    ["answer", "--config", "c", "--session", "s", "--set", "1=a", "--set", "2=b"],
+    ["--config", "c", "--session", "s", "--provider", "gpt"],
+    ["run", "--config", "c", "--session", "s", "--max-iterations", "x"],
+    ["start", "--config", "c", "--session", "s", "--timeout", "5", "--task", "t"],
+    ["status", "--config", "c", "--session", "s", "extra"],
+    ["unblock", "--config", "c", "--session", "s"],
+    ["--config", "c", "--session", "s", "--ready-fd", "3"],
+    ["bogus"],
+    [],
+    *([name, "-h"] for name in SUBCOMMANDS),
+]
+
+
+def _outcome(parse, argv: list[str]) -> tuple[str, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        try:
+            result = repr(sorted(vars(parse(argv)).items()))
+        except SystemExit as exc:  # -h prints the help and exits
+            result = f"exit {exc.code}"
+        except ConfigError as exc:  # a usage error, compared as text
+            result = f"{type(exc).__name__}: {exc}"
+    return result, out.getvalue()
+
+
+@pytest.mark.parametrize("argv", ARGV, ids=lambda a: " ".join(a) or "empty")
+def test_the_grammar_built_for_one_subcommand_parses_as_the_whole_one(argv):
+    def whole(args: list[str]):
+        args = list(args)
+        if not args or args[0] not in (*SUBCOMMANDS, "-h", "--help"):
+            args.insert(0, "run")
+        return build_parser().parse_args(args)
+
+    assert _outcome(parse_args, argv) == _outcome(whole, argv)
+
+
+def test_the_top_level_help_lists_every_subcommand():
+    _, text = _outcome(parse_args, ["--help"])
+    assert all(name in text for name in SUBCOMMANDS), text
+
+
+# -- every command writes through the journal -----------------------------------------------------------
+
+WAITS_FOR_PLAN = {"Phase": "planning", "Blocked": "waiting_human", "Waiting For": "plan_approval"}
+PLANS = {k.format(prefix="11-29-15:00"): v for k, v in PLAN.items()}
+WRITERS = {
+    "approve": (WAITS_FOR_PLAN, PLANS, lambda p: commands.approve(p, NOW), "approved"),
+    "revise": (
+        WAITS_FOR_PLAN,
+        PLANS,
+        lambda p: commands.revise(p, "smaller steps", NOW),
+        "changes_requested",
+    ),
+    "resume": ({"Phase": "done"}, {}, lambda p: commands.resume(p, "more work", NOW), "resumed"),
+    "unblock": ({"Blocked": "yes"}, {}, lambda p: commands.unblock(p, "use staging", NOW), "unblocked"),
+    "answer": (
+        {"Phase": "requirements", "Blocked": "waiting_human", "Waiting For": "qa_answers"},
+        {"_qa.md": QA},
+        lambda p: commands.answer(p, {}, True, NOW, via="Telegram"),
+        "answered",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", WRITERS)
+def test_a_record_every_command_writes_after_a_torn_line_is_readable(project, name):
+    fields, files, run, event = WRITERS[name]
+    folder = make(project, "t", fields, files)
+    path = folder / "_signal_history.jsonl"
+    path.write_bytes(b'{"event": "x"}\n{"torn": ')
+    run(SessionPaths(folder))
+    lines = path.read_text().splitlines()
+    assert lines[:2] == ['{"event": "x"}', '{"torn": ']
+    assert json.loads(lines[2])["event"] == event
+    assert [r.get("event") for r in history.read(path)] == ["x", event]
+
+
+@pytest.mark.parametrize("name", WRITERS)
+def test_every_command_refuses_a_fifo_overview_at_once(project, name):
+    fields, files, run, _ = WRITERS[name]
+    folder = make(project, "f", fields, files)
+    (folder / "_overview.md").unlink()
+    os.mkfifo(folder / "_overview.md")
+    started = time.monotonic()
+    with pytest.raises(Refused, match=r"_overview\.md is not a regular file"):
+        run(SessionPaths(folder))
+    assert time.monotonic() - started < 5
+    assert stat.S_ISFIFO(os.lstat(folder / "_overview.md").st_mode)
+
+
+def test_answer_refuses_a_fifo_at_qa_md_at_once(project):
+    folder = make(
+        project, "q", {"Phase": "requirements", "Blocked": "waiting_human", "Waiting For": "qa_answers"}
+    )
+    os.mkfifo(folder / "_qa.md")
+    result = cmd(project, "answer", "q", "--accept-suggestions", timeout=20)  # a hang fails here
+    assert result.returncode == 7, result.stdout + result.stderr
+    assert "_qa.md: [Errno 22] not a regular file" in result.stderr, result.stderr
+    assert not (folder / "_signal_history.jsonl").exists()  # nothing changed
+
+
+# -- status and git ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("in_repository", [False, True], ids=["plain-folder", "repository"])
+def test_status_starts_git_only_where_there_is_a_repository(project, tmp_path, in_repository):
+    calls = tmp_path / "git-calls"
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    real = shutil.which("git", path=project.env["PATH"])
+    (fake / "git").write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\nexec "{real}" "$@"\n')
+    (fake / "git").chmod(0o755)
+    workdir = project.main_repo if in_repository else tmp_path / "plain"
+    workdir.mkdir(exist_ok=True)
+    folder = project.sessions / "g"
+    folder.mkdir(parents=True)
+    first = "[000 @ 01-01 00:00] created"
+    (folder / "_overview.md").write_text(
+        overview.render_new("g", "2026-01-01 00:00", str(workdir), "task", "", first)
+    )
+    path = f"{fake}{os.pathsep}{project.env['PATH']}"
+    result = project.run(
+        "status", "--config", str(project.config), "--session", "g", "--json", env={"PATH": path}
+    )
+    assert result.returncode == 0, result.stderr
+    commits = json.loads(result.stdout)["commits"]
+    if in_repository:
+        assert "log" in calls.read_text() and commits
+    else:
+        assert not calls.exists() and commits == []
+
+
+def test_the_repository_check_finds_a_work_tree_a_linked_worktree_and_a_bare_repository(tmp_path):
+    from worker.statusbuild import _repository_above
+
+    plain, tree, linked, bare = (tmp_path / n for n in ("plain", "tree", "linked", "bare.git"))
+    (plain / "sub").mkdir(parents=True)
+    (tree / ".git").mkdir(parents=True)
+    (tree / "a" / "b").mkdir(parents=True)
+    linked.mkdir()
+    (linked / ".git").write_text("gitdir: elsewhere\n")
+    (bare / "objects").mkdir(parents=True)
+    (bare / "refs").mkdir()
+    (bare / "HEAD").write_text("ref: refs/heads/main\n")
+    assert not _repository_above(plain / "sub")
+    assert _repository_above(tree / "a" / "b") and _repository_above(linked) and _repository_above(bare)
+
+
+def test_the_commands_module_neither_prints_nor_parses_arguments():
+    source = (Path(commands.__file__)).read_text()
+    assert "print(" not in source and "argparse" not in source and "sys.exit" not in source
