@@ -1,3 +1,1 @@
 """samocode worker: runs an AI coding CLI in a phased loop over a session folder."""
-
-__version__ = "0.1.0"
