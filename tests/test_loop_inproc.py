@@ -11,6 +11,9 @@ import pytest
 from inproc import InProc
 
 from worker.errors import ExitCode
+from worker.session import SessionPaths
+from worker.status import render_text
+from worker.statusbuild import build, rails_of
 
 
 @pytest.fixture
@@ -271,13 +274,15 @@ def test_sigterm_during_the_retry_delay_stops_at_once(loop):
 # -- usage limits -------------------------------------------------------------------------------------
 
 
-def test_a_usage_limit_is_waited_out_on_the_clock_then_resumed(loop):
+def test_a_usage_limit_is_waited_out_on_the_clock_shown_in_status_then_resumed(loop):
     loop.scenario(sequence=[{**LIMIT, "rate_limit": 300}, BLOCK])
-    seen = []
-    loop.clock.on_sleep = lambda _s: seen.append(loop.overview("usage").get("next"))
+    shown = []  # what `samocode status` says while the worker waits
+    folder = SessionPaths(loop.session("usage"))
+    loop.clock.on_sleep = lambda _s: shown.append(render_text(build(folder, rails_of(None))))
     assert loop.run("usage").code is ExitCode.BLOCKED
     assert sum(loop.clock.slept) == pytest.approx(301, abs=1)  # until the reset, plus its margin
-    assert re.fullmatch(r"waiting for usage reset until \d\d:\d\d", seen[0]), seen
+    assert re.search(r"Next: waiting for usage reset until \d\d:\d\d", shown[0]), shown[0]
+    assert "Waiting for: usage_limit" in shown[0]
     events = [r.get("event") or r.get("decision") for r in loop.history("usage")]
     assert events == ["attempt_failed", "usage_wait", "usage_resumed", "blocked"]
     wait = loop.history("usage")[1]

@@ -1,6 +1,7 @@
-"""The rails of an unattended run, each against the real worker as a subprocess and the fake CLI:
-the session lease, the budget, the stall breaker, usage-limit waits, backoff, timeouts, idle kills
-and Ctrl-C at every waiting point."""
+"""The rails of an unattended run against the real worker as a subprocess and the fake CLI, one test
+per rail (the session lease, the budget, the stall breaker, usage-limit waits, backoff) plus timeouts,
+idle kills and Ctrl-C at every waiting point. Each rail's other cases run in-process, without real
+waits, in test_loop_inproc.py."""
 
 from __future__ import annotations
 
@@ -98,21 +99,6 @@ def test_the_session_budget_blocks_with_needs_budget_before_the_next_iteration(p
     assert again.returncode == 4 and len(project.records()) == 3
 
 
-def test_a_phase_budget_stops_the_phase_that_spent_it(project):
-    cheap = {"result": {"total_cost_usd": 0.008}}
-    move = {"signal": {"status": "continue", "phase": "requirements"}, **cheap}
-    stay = {"signal": {"status": "continue", "phase": "requirements"}}
-    project.scenario(sequence=[{**STAY, **cheap}, move], by_phase={"requirements": stay})
-    result = project.worker("phase-budget", env={"SAMOCODE_MAX_PHASE_COST_USD": "0.02"})
-    assert result.returncode == 4, result.stderr
-    assert "phase requirements spend $0.03 reached SAMOCODE_MAX_PHASE_COST_USD $0.02" in result.stderr
-    # investigation spent $0.016 of its own $0.02; requirements' second call went past its cap inside
-    # the iteration (Claude's --max-budget-usd got the $0.0075 left) and the session blocked there.
-    assert len(project.records()) == 4
-    ov = overview(project.session_dir("phase-budget"))
-    assert ov.get("total cost") == "$0.04 (investigation $0.02, requirements $0.03)"
-
-
 # -- stall breaker -----------------------------------------------------------------------------------
 
 
@@ -131,64 +117,7 @@ def test_three_iterations_that_change_nothing_block_as_stalled_with_the_evidence
     assert "stalled" in overview(session).get("last action")
 
 
-def test_the_stall_count_carries_over_restarts(project):
-    project.scenario(by_phase={"investigation": STAY})
-    env = {"SAMOCODE_STALL_ITERATIONS": "3"}
-    assert project.worker("stall2", "--max-iterations", "1", env=env).returncode == 8
-    assert project.worker("stall2", "--max-iterations", "1", env=env).returncode == 8
-    third = project.worker("stall2", "--max-iterations", "1", env=env)
-    assert third.returncode == 4 and "stalled" in third.stderr, third.stderr
-
-
-def test_a_commit_each_iteration_is_progress(project):
-    commits = [{**STAY, "code": {f"f{n}.txt": "x\n"}} for n in range(4)]
-    project.scenario(sequence=[*commits, BLOCK])
-    result = project.worker("busy", env={"SAMOCODE_STALL_ITERATIONS": "2"})
-    assert result.returncode == 4 and "stop here" in result.stderr, result.stderr
-    assert len(project.records()) == 5
-
-
 # -- usage limits ------------------------------------------------------------------------------------
-
-
-def test_a_usage_limit_5s_ahead_is_waited_out_shown_in_status_then_resumed(project):
-    project.scenario(sequence=[{**SESSION_LIMIT, "rate_limit": 5}, BLOCK])
-    started = time.monotonic()
-    proc = project.start("--config", str(project.config), "--session", "usage")
-    try:
-        session = wait_for(lambda: find_session(project.sessions, "usage"))
-        wait_for(lambda: "waiting for usage reset" in text(session / "_overview.md"))
-        shown = project.run("status", "--config", str(project.config), "--session", "usage")
-        assert re.search(r"Next: waiting for usage reset until \d\d:\d\d", shown.stdout), shown.stdout
-        assert "Waiting for: usage_limit" in shown.stdout
-        _, err = proc.communicate(timeout=30)
-    finally:
-        proc.kill()
-    elapsed = time.monotonic() - started
-    assert proc.returncode == 4, err
-    assert 4 <= elapsed < 15, elapsed
-    assert len(project.records()) == 2
-    events = [r.get("event") or r.get("decision") for r in history(session)]
-    assert events == ["attempt_failed", "usage_wait", "usage_resumed", "blocked"]
-    wait = history(session)[1]
-    assert wait["source"] == "reported reset" and 4 <= wait["seconds"] <= 7
-    ov = overview(session)
-    assert ov.get("waiting for") == "-" and ov.get("blocked") == "yes"
-    assert re.search(r"Usage limit hit; waiting until \d\d:\d\d", ov.text)
-
-
-def test_a_reset_beyond_max_wait_stops_as_waiting_for_usage_limit_then_a_restart_tries_again(project):
-    project.scenario(sequence=[{**SESSION_LIMIT, "rate_limit": 3600}, BLOCK])
-    result = project.worker("later", env={"SAMOCODE_MAX_WAIT": "60"})
-    assert result.returncode == 3, result.stderr
-    assert "waiting for usage_limit: usage limit resets at" in result.stdout
-    assert "past SAMOCODE_MAX_WAIT (60 s)" in result.stdout
-    session = project.session_dir("later")
-    ov = overview(session)
-    assert (ov.get("blocked"), ov.get("waiting for")) == ("waiting_human", "usage_limit")
-    assert ov.get("total iterations") == "0"  # nothing was done: the count stays
-    again = project.worker("later")
-    assert again.returncode == 4 and len(project.records()) == 2
 
 
 def test_ctrl_c_during_the_usage_wait_stops_at_once_and_clears_the_wait(project):
@@ -220,29 +149,6 @@ def test_usage_wait_plan_uses_the_reported_reset_a_fallback_and_the_max_wait():
 
 
 # -- failures and backoff -----------------------------------------------------------------------------
-
-
-def test_overload_backs_off_exponentially_then_exits_5(project):
-    fail = {"exit": 1, "result": {"is_error": True, "api_error_status": 529, "result": "API Error: 529"}}
-    project.scenario(by_phase={"investigation": fail})
-    env = {"SAMOCODE_RETRY_DELAY": "0.2", "SAMOCODE_MAX_RETRIES": "3"}
-    result = project.worker("overload", env=env)
-    assert result.returncode == 5 and "(overloaded)" in result.stderr and "after 4 attempts" in result.stderr
-    log = (project.session_dir("overload") / "session.log").read_text()
-    assert re.findall(r"retrying in ([\d.]+) s", log) == ["0.2", "0.4", "0.8"]
-
-
-def test_a_refusal_to_start_is_not_retried(project):
-    refuse = {
-        "exit": 1,
-        "result": None,
-        "stderr": "Error: Claude Code cannot be launched inside another Claude Code session.",
-    }
-    project.scenario(by_phase={"investigation": refuse})
-    result = project.worker("nested")
-    assert result.returncode == 5, result.stderr
-    assert "claude failed (refused): Error: Claude Code cannot be launched" in result.stderr
-    assert "not retried" in result.stderr and len(project.records()) == 1
 
 
 def test_ctrl_c_during_the_retry_delay_stops_at_once(project):
