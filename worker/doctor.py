@@ -218,21 +218,11 @@ def build(
 ) -> Report:
     """`paths`: {"claude": CLAUDE_PATH value, "codex": CODEX_PATH value}; `explicit`: the settings
     that were set (a CLI the user pointed at must be there even when it is not the provider)."""
-    clis = tuple(
-        check_cli(
-            name,
-            setting,
-            paths[name],
-            name == settings_provider,
-            setting in explicit,
-            environ,
-            home,
-            runner,
-            timeout,
-        )
-        for name, setting in (("claude", "CLAUDE_PATH"), ("codex", "CODEX_PATH"))
-    )
-    return Report(settings_provider, clis, session)
+    clis = []
+    for name, setting in (("claude", "CLAUDE_PATH"), ("codex", "CODEX_PATH")):
+        in_use, named = name == settings_provider, setting in explicit
+        clis.append(check_cli(name, setting, paths[name], in_use, named, environ, home, runner, timeout))
+    return Report(settings_provider, tuple(clis), session)
 
 
 def render(report: Report) -> list[str]:
