@@ -196,7 +196,7 @@ class InProc:
     ) -> Outcome:
         paths, exists = session.resolve(self.project.sessions, name, dt.date.today())
         merged = dataclasses.replace(Settings(), **{**DEFAULTS, **settings})  # type: ignore[arg-type]
-        provider = ClaudeProvider(path="claude", model="opus", max_turns=10, timeout=60)
+        provider = ClaudeProvider("claude", "opus", 10, timeout=60, signal_copy=bool(merged.signal_copy))
         rt = Runtime(
             settings=merged,
             provider=provider,

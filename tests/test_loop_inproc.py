@@ -5,11 +5,13 @@ test_worker_failures.py."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from inproc import InProc
 
+from worker import signalcopy
 from worker.errors import ExitCode
 from worker.session import SessionPaths
 from worker.status import render_text
@@ -184,14 +186,44 @@ def test_a_signal_the_phase_does_not_allow_blocks_with_the_reason(loop, signal_,
 
 def test_claude_forgetting_the_file_still_moves_on_through_structured_output(loop):
     copy = sig("continue", "requirements", summary="dive written")
-    loop.scenario(sequence=[{"flow": "dive", "structured_output": copy}, BLOCK])
+    loop.scenario(sequence=[{"flow": "dive", "structured_output": copy}], by_phase={"requirements": BLOCK})
     assert loop.run("copy").code is ExitCode.BLOCKED
-    first = loop.decisions("copy")[0]
-    assert (first["decision"], first["phase_after"], first["signal_source"]) == (
-        "continue",
-        "requirements",
-        "structured_output",
+    assert len(loop.child.calls) == 2  # no second attempt of the first iteration
+    schema = loop.child.calls[0]["argv"][loop.child.calls[0]["argv"].index("--json-schema") + 1]
+    assert json.loads(schema) == signalcopy.schema()
+    first, second = loop.decisions("copy")
+    assert (first["decision"], first["phase_after"]) == ("continue", "requirements"), first
+    assert first["signal_source"] == "structured_output" and first["signal"] == copy
+    assert first["signal_file_problem"] == "no _signal.json was written"
+    assert second["signal_source"] == "file" and "signal_disagreement" not in second
+    assert not [h for h in loop.history("copy") if h.get("event") == "attempt_failed"]
+
+
+def test_a_file_and_a_copy_that_disagree_go_by_the_file_and_say_so(loop):
+    copy = sig("continue", "requirements")
+    loop.scenario(sequence=[{**BLOCK, "structured_output": copy}])
+    assert loop.run("disagree").code is ExitCode.BLOCKED
+    (only,) = loop.decisions("disagree")
+    assert only["decision"] == "blocked" and only["signal_source"] == "file"
+    assert only["signal_disagreement"] == {"source": "structured_output", "copy": copy}
+
+
+def test_an_invalid_copy_and_no_file_is_still_a_failed_attempt_naming_both(loop):
+    loop.scenario(sequence=[{"final_message": '{"status": "maybe"}'}] * 2)
+    assert loop.run("neither").code is ExitCode.BLOCKED
+    failed = [h for h in loop.history("neither") if h.get("event") == "attempt_failed"]
+    assert len(failed) == 2
+    assert failed[0]["reason"] == (
+        "no _signal.json was written; its final message: unknown status 'maybe'"
+        " (allowed: continue, done, blocked, waiting)"
     )
+
+
+def test_the_copy_can_be_turned_off(loop):
+    loop.scenario(sequence=[{"flow": "dive", "structured_output": sig("continue", "requirements")}] * 2)
+    assert loop.run("off", signal_copy=0).code is ExitCode.BLOCKED  # no valid signal after 2 attempts
+    assert len(loop.child.calls) == 2
+    assert all("--json-schema" not in c["argv"] for c in loop.child.calls)
 
 
 # -- failures and backoff -----------------------------------------------------------------------------

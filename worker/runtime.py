@@ -70,8 +70,9 @@ def wait(stop: threading.Event, seconds: float) -> bool:
 
 @dataclass
 class Runtime:
-    """Collaborators of the loop. The CLI passes the real ones; in-process tests (tests/inproc.py)
-    pass a fake spawn that plays the child, a sleep that only records, and a clock it moves."""
+    """Collaborators of the loop. The defaults of the seams (spawn, sleep, clock) are the real ones,
+    which the CLI uses; in-process tests (tests/inproc.py) pass a fake spawn that plays the child, a
+    sleep that only records, and a clock that sleep moves."""
 
     settings: Settings
     provider: Provider
