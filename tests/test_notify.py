@@ -330,7 +330,18 @@ def test_masked_hides_the_token():
 
 
 @pytest.mark.parametrize(
-    "kind", ["phase_change", "done", "waiting", "blocked", "failed", "interrupted", "usage_wait", "limit"]
+    "kind",
+    [
+        "phase_change",
+        "done",
+        "waiting",
+        "blocked",
+        "failed",
+        "interrupted",
+        "usage_wait",
+        "switched",
+        "paused",
+    ],
 )
 def test_every_event_names_session_phase_and_detail(kind):
     text = format_event(kind, "dark-mode", "testing", "tests fail")

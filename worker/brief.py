@@ -2,8 +2,8 @@
 
 Pure text from facts (`Where`, `LastIteration`, the gate's details), plus the small readers that
 take those details from the session's files: the plan's title and first items, the waiting
-questions of `_qa.md` (through the parent commands' own parser). Plain text: no parse_mode, so no
-markup can be rejected or misread.
+questions of `_qa.md` (through `qa.py`, the parser the `answer` command uses). Plain text: no
+parse_mode, so no markup can be rejected or misread.
 """
 
 from __future__ import annotations

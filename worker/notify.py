@@ -1,4 +1,5 @@
-"""Telegram notifications: one plain-text message per stop and phase change; never fatal.
+"""Telegram notifications: one plain-text message per stop, phase change, provider switch or usage
+wait; never fatal.
 
 `requests` is imported on the first send, not at start-up (the worker must start fast). The bot
 token is part of the URL, so it is scrubbed from every message this module logs and from the
@@ -262,8 +263,7 @@ _HEADLINES = {
     "failed": "provider failed ❌ {detail}",
     "interrupted": "stopped ({detail})",
     "usage_wait": "usage limit hit, {detail}",
-    "limit": "paused: {detail}",
-}
+}  # other kinds (switched, paused) read "<kind> <detail>"
 
 
 def format_event(

@@ -1,9 +1,10 @@
 """Runs one child CLI: its own session, stdout streamed to a log, deadlines, and no survivors.
 
-The only place samocode spawns an AI CLI. The child gets stdin from a file (the prompt) or
-/dev/null, stdout through a pipe we drain continuously (Claude Code drops what a slow reader
-leaves behind and still exits 0), stderr straight into a file. What the child leaves running when
-it ends or is stopped is swept by `proctree.terminate_tree`, which owns that discipline.
+The only place samocode runs an AI CLI on a task (`providers.cli_version` and `doctor` only ask
+one its version). The child gets stdin from a file (the prompt) or /dev/null, stdout through a
+pipe we drain continuously (Claude Code drops what a slow reader leaves behind and still exits 0),
+stderr straight into a file. What the child leaves running when it ends or is stopped is swept by
+`proctree.terminate_tree`, which owns that discipline.
 """
 
 from __future__ import annotations

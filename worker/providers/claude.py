@@ -1,4 +1,5 @@
-"""Claude Code as a provider: `claude -p --output-format stream-json`, agent appended to its prompt."""
+"""Claude Code as a provider: `claude -p --output-format stream-json`, the prompt (workflow.md and the
+session context) on stdin, the phase agent in `--append-system-prompt-file`."""
 
 from __future__ import annotations
 
