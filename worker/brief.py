@@ -179,7 +179,7 @@ def gate_of(paths: SessionPaths) -> Gate:
     except OSError:
         history = []
     blocked = ov.get("blocked").lower()
-    wait = ov.get("waiting for").strip().strip("-").strip().lower() or hist.last_wait(history)
+    wait = hist.waits_for(ov.get("waiting for"), history)
     if blocked.startswith("yes"):
         pending = hist.pending_decision(history)
         reason = str(pending.get("reason") or ov.get("last action").removeprefix("Blocked: ") or "-")
