@@ -1,9 +1,10 @@
 """The worker loop run in-process: `run_session` with a fake spawn that plays the child and a fake
 sleep that moves a fake clock instead of waiting.
 
-The fake child takes the same scenario actions as tests/fakes/fake_claude.py (the session work is
-the same code, fake_common.perform) and prints Claude Code 2.1.197 stream-json into the iteration's
-log, which the real Claude stream parser reads. Usage: see `InProc`; tests/test_loop_inproc.py.
+The fake child takes the same scenario actions as tests/fakes/fake_claude.py and fake_codex.py (the
+session work is the same code, fake_common.perform) and prints Claude Code 2.1.197 stream-json, or
+codex's --json events, into the iteration's log, which the real parsers read. Usage: see `InProc`
+and tests/test_loop_inproc.py.
 """
 
 from __future__ import annotations
@@ -23,14 +24,23 @@ from worker.config import Settings, load_project
 from worker.errors import ExitCode
 from worker.loop import run_session
 from worker.overview import Overview, parse
-from worker.providers.claude import ClaudeProvider
+from worker.providers.registry import get_provider
 from worker.runtime import IterationReport, Outcome, RunOptions, Runtime
 
-sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
-from fake_common import context, perform
+FAKES = Path(__file__).resolve().parent / "fakes"
+sys.path.insert(0, str(FAKES))
+import fake_codex  # noqa: E402 (the fakes are scripts, found on their own folder)
+from fake_common import context, perform  # noqa: E402
 
-# Real sleeps never happen in-process, so every setting that would make a test wait is harmless.
-DEFAULTS = {"stall_iterations": 0, "retry_delay": 5.0}
+# Real sleeps never happen in-process, so every setting that would make a test wait is harmless. The
+# CLI paths only have to exist (the fake spawn plays the child): a provider, primary or fallback,
+# is found as the worker finds it.
+DEFAULTS = {
+    "stall_iterations": 0,
+    "retry_delay": 5.0,
+    "claude_path": str(FAKES / "fake_claude.py"),
+    "codex_path": str(FAKES / "fake_codex.py"),
+}
 RESULT = {
     "type": "result",
     "subtype": "success",
@@ -83,7 +93,9 @@ class FakeChild:
     (result: merged, None for no result line; exit; rate_limit: reset in s; limits; stderr;
     structured_output; final_message): `ending` (timeout | idle | interrupted: how the run ended),
     `takes` (seconds the child uses on the fake clock), `stop` (the stop event is set while the
-    child runs: Ctrl-C mid-iteration), `then` (a callable run after the work, given the context)."""
+    child runs: Ctrl-C mid-iteration), `then` (a callable run after the work, given the context).
+    A codex argv (`codex exec ...`, the provider or the fallback set to codex) gets codex's --json
+    events instead, with fake_codex.py's keys (usage_limit, codex_error, usage)."""
 
     def __init__(self, clock: FakeClock, stop: threading.Event) -> None:
         self.clock = clock
@@ -110,37 +122,10 @@ class FakeChild:
         action = self.sequence[n] if n < len(self.sequence) else self.by_phase.get(ctx["Phase"], {})
         argv = list(inv.argv)
         self.calls.append({"argv": argv, "phase": ctx["Phase"], "cwd": str(inv.cwd), "prompt": prompt})
-        lines = [
-            {"type": "system", "subtype": "init", "session_id": "fake", "claude_code_version": "2.1.197"}
-        ]
         if action.get("stderr"):
             os.write(stderr_fd, (action["stderr"] + "\n").encode())
-        result: dict | None = {**RESULT}
-        budget = float(argv[argv.index("--max-budget-usd") + 1]) if "--max-budget-usd" in argv else None
-        cost = (action.get("result") or {}).get("total_cost_usd", RESULT["total_cost_usd"])
-        if budget is not None and cost > budget:  # like the CLI: stopped before the work is done
-            stopped = {"subtype": "error_max_budget_usd", "is_error": True, "errors": ["budget"]}
-            action = {**action, "exit": 1, "result": {**(action.get("result") or {}), **stopped}}
-        else:
-            perform(action, ctx)
-            if action.get("then"):
-                action["then"](ctx)
-        if action.get("limits"):
-            lines.append(
-                _rate_limit("allowed", action["limits"], self.clock.t + action.get("limits_reset", 3600))
-            )
-        if action.get("rate_limit") is not None:
-            lines.append(_rate_limit("rejected", {"five_hour": 1.0}, self.clock.t + action["rate_limit"]))
-        if action.get("final_message") is not None:
-            result = {**RESULT, "result": action["final_message"]}
-        if action.get("structured_output") is not None and "--json-schema" in argv:
-            result = {**RESULT, "structured_output": action["structured_output"], "stop_reason": "tool_use"}
-        if "result" in action and action["result"] is None:
-            result = None
-        elif action.get("result"):
-            result = {**(result or {}), **action["result"]}
-        if result is not None:
-            lines.append(result)
+        codex = argv[1:2] == ["exec"]
+        lines, exit_code = (self._codex if codex else self._claude)(action, ctx, argv)
         if action.get("stop"):
             self.stop.set()
         self.clock.t += float(action.get("takes", 0.0))
@@ -152,8 +137,73 @@ class FakeChild:
                 on_line(line)
         os.write(log_fd, data)
         ending = ENDINGS[action.get("ending", "interrupted" if action.get("stop") else "exited")]
-        code = int(action.get("exit", 0)) if ending is process.Ending.EXITED else -15
+        code = exit_code if ending is process.Ending.EXITED else -15
         return process.RunResult(ending, code, float(action.get("takes", 0.0)), len(data), 0)
+
+    def _claude(self, action: dict, ctx: dict, argv: list[str]) -> tuple[list[dict], int]:
+        """Claude Code 2.1.197's stream-json; like the CLI, a cost past --max-budget-usd ends the
+        run before the work is done."""
+        lines = [
+            {"type": "system", "subtype": "init", "session_id": "fake", "claude_code_version": "2.1.197"}
+        ]
+        result: dict | None = {**RESULT}
+        budget = float(argv[argv.index("--max-budget-usd") + 1]) if "--max-budget-usd" in argv else None
+        cost = (action.get("result") or {}).get("total_cost_usd", RESULT["total_cost_usd"])
+        if budget is not None and cost > budget:
+            stopped = {"subtype": "error_max_budget_usd", "is_error": True, "errors": ["budget"]}
+            action = {**action, "exit": 1, "result": {**(action.get("result") or {}), **stopped}}
+        else:
+            self._work(action, ctx)
+        if action.get("limits"):
+            reset = self.clock.t + action.get("limits_reset", 3600)
+            lines.append(_rate_limit("allowed", action["limits"], reset))
+        if action.get("rate_limit") is not None:
+            lines.append(_rate_limit("rejected", {"five_hour": 1.0}, self.clock.t + action["rate_limit"]))
+        if action.get("final_message") is not None:
+            result = {**RESULT, "result": action["final_message"]}
+        if action.get("structured_output") is not None and "--json-schema" in argv:
+            result = {**RESULT, "structured_output": action["structured_output"], "stop_reason": "tool_use"}
+        if "result" in action and action["result"] is None:
+            result = None
+        elif action.get("result"):
+            result = {**(result or {}), **action["result"]}
+        return [*lines, result] if result is not None else lines, int(action.get("exit", 0))
+
+    def _codex(self, action: dict, ctx: dict, argv: list[str]) -> tuple[list[dict], int]:
+        """codex exec --json (0.169.0) events, the failures worded as fake_codex.py words them; the
+        session work is done only when the turn completes."""
+        lines = [{"type": "thread.started", "thread_id": "fake"}, {"type": "turn.started"}]
+        if action.get("rate_limit") is not None:  # fake_codex names the reset from the real clock
+            action = {**action, "rate_limit": action["rate_limit"] + self.clock.t - time.time()}
+        final, notices = fake_codex.failure(action)
+        if final is not None:
+            errors = [{"type": "error", "message": m} for m in [*notices, final]]
+            return [*lines, *errors, {"type": "turn.failed", "error": {"message": final}}], int(
+                action.get("exit", 1)
+            ) or 1
+        self._work(action, ctx)
+        if "result" in action and action["result"] is None:
+            return lines, int(action.get("exit", 0))  # the stream ends without turn.completed
+        final = action.get("final_message") or (action.get("result") or {}).get("result") or "done"
+        lines.append(
+            {"type": "item.completed", "item": {"id": "item_0", "type": "agent_message", "text": final}}
+        )
+        for flag in ("-o", "--output-last-message"):
+            if flag in argv[:-1]:
+                Path(argv[argv.index(flag) + 1]).write_text(final, encoding="utf-8")
+        usage = {
+            "input_tokens": 12000,
+            "cached_input_tokens": 2000,
+            "output_tokens": 300,
+            **(action.get("usage") or {}),
+        }
+        return [*lines, {"type": "turn.completed", "usage": usage}], int(action.get("exit", 0))
+
+    @staticmethod
+    def _work(action: dict, ctx: dict) -> None:
+        perform(action, ctx)
+        if action.get("then"):
+            action["then"](ctx)
 
 
 def _rate_limit(status: str, windows: dict, resets: float) -> dict:
@@ -196,7 +246,7 @@ class InProc:
     ) -> Outcome:
         paths, exists = session.resolve(self.project.sessions, name, dt.date.today())
         merged = dataclasses.replace(Settings(), **{**DEFAULTS, **settings})  # type: ignore[arg-type]
-        provider = ClaudeProvider("claude", "opus", 10, timeout=60, signal_copy=bool(merged.signal_copy))
+        provider = get_provider(merged.provider, merged)
         rt = Runtime(
             settings=merged,
             provider=provider,

@@ -520,3 +520,94 @@ def test_a_stop_after_an_iteration_ends_the_run_between_iterations(loop):
     assert [d["total"] for d in loop.decisions("between")] == [1] and len(loop.child.calls) == 1
     last = loop.history("between")[-1]
     assert last["event"] == "interrupted" and last["detail"] == "Ctrl-C, between iterations"
+
+
+# -- codex, and the fallback provider -------------------------------------------------------------------
+
+FAR = {**LIMIT, "rate_limit": 3600}
+
+
+def _providers(loop: InProc) -> list[str]:
+    return ["codex" if c["argv"][1:2] == ["exec"] else "claude" for c in loop.child.calls]
+
+
+def test_codex_records_tokens_and_an_estimated_cost(loop):
+    loop.scenario(by_phase={"investigation": BLOCK})
+    prices = {"price_input_per_mtok": 1.25, "price_output_per_mtok": 10.0, "price_cached_per_mtok": 0.125}
+    assert loop.run("c1", provider="codex", **prices).code is ExitCode.BLOCKED
+    entry = loop.decisions("c1")[0]
+    assert (entry["tokens_in"], entry["tokens_cached"], entry["tokens_out"]) == (10000, 2000, 300)
+    assert entry["cost_usd"] == pytest.approx((10000 * 1.25 + 2000 * 0.125 + 300 * 10) / 1e6)
+    assert entry["cost_estimated"] is True and entry["provider"] == "codex"
+
+
+def test_codex_overload_is_retried_then_succeeds_and_bad_credentials_stop_at_once(loop):
+    loop.scenario(sequence=[{"exit": 1, "result": {"is_error": True, "api_error_status": 429}}, BLOCK])
+    assert loop.run("c4", provider="codex").code is ExitCode.BLOCKED
+    attempts = [h for h in loop.history("c4") if h.get("event") == "attempt_failed"]
+    assert [a["failure"] for a in attempts] == ["overloaded"]
+    assert "429 Too Many Requests" in attempts[0]["message"]
+    loop.scenario(by_phase={"investigation": {"result": {"is_error": True, "api_error_status": 401}}})
+    outcome = loop.run("c6", provider="codex")
+    assert outcome.code is ExitCode.PROVIDER_FAILED and "(auth)" in outcome.message
+    assert "not retried" in outcome.message and len(loop.child.calls) == 3
+
+
+def test_a_codex_usage_limit_without_a_reset_waits_samocode_usage_wait_then_resumes(loop):
+    loop.scenario(sequence=[{"usage_limit": True}], by_phase={"investigation": BLOCK})
+    assert loop.run("c8", provider="codex", usage_wait=60).code is ExitCode.BLOCKED
+    assert sum(loop.clock.slept) == 60 and len(loop.child.calls) == 2  # slept in rounds of 30 s
+    attempts = [h for h in loop.history("c8") if h.get("event") == "attempt_failed"]
+    assert [a["failure"] for a in attempts] == ["usage_limit"]
+    assert "Usage limit hit; waiting until" in loop.overview("c8").text
+
+
+def test_a_far_reset_runs_the_next_attempts_on_the_fallback_and_comes_back_after_it(loop):
+    slow = {**STAY, "takes": 4000}  # the fallback's iteration outlasts the primary's reset
+    loop.scenario(sequence=[FAR, slow, BLOCK])
+    outcome = loop.run("fb", fallback_provider="codex")  # 3600 s is past SAMOCODE_FALLBACK_AFTER (900)
+    assert outcome.code is ExitCode.BLOCKED
+    assert _providers(loop) == ["claude", "codex", "claude"] and loop.clock.slept == []
+    lines = loop.history("fb")
+    switches = [h for h in lines if h.get("event") == "provider_switched"]
+    assert [(s["from"], s["to"]) for s in switches] == [("claude", "codex"), ("codex", "claude")]
+    assert [h["provider"] for h in lines if h.get("event") == "attempt_failed"] == ["claude"]
+    assert [d["provider"] for d in loop.decisions("fb")] == ["codex", "claude"]
+    text = loop.overview("fb").text
+    assert "Switched to codex: claude's usage limit resets at" in text and "Switched back to claude" in text
+    assert any("switched to codex: claude's usage limit resets at" in t for t in loop.notes.sent)
+    assert any("switched back to claude" in t for t in loop.notes.sent)
+
+
+def test_a_near_reset_is_waited_for_on_the_same_provider(loop):
+    loop.scenario(sequence=[{**LIMIT, "rate_limit": 120}, BLOCK])
+    assert loop.run("near", fallback_provider="codex").code is ExitCode.BLOCKED
+    assert _providers(loop) == ["claude", "claude"] and sum(loop.clock.slept) == pytest.approx(121, abs=1)
+
+
+def test_a_limit_on_both_waits_for_the_earlier_reset(loop):
+    codex_far = {"exit": 1, "rate_limit": 3 * 3600}
+    loop.scenario(sequence=[FAR, codex_far, BLOCK])
+    assert loop.run("both", fallback_provider="codex").code is ExitCode.BLOCKED
+    assert _providers(loop) == ["claude", "codex", "claude"]  # back on claude, whose reset came first
+    assert 3500 <= sum(loop.clock.slept) <= 3700  # claude's reset, not codex's three hours
+    events = [h.get("event") for h in loop.history("both") if h.get("event")]
+    assert events == [
+        "attempt_failed",
+        "provider_switched",
+        "attempt_failed",
+        "provider_switched",
+        "usage_wait",
+        "usage_resumed",
+    ], events
+
+
+def test_a_long_pause_runs_the_next_iteration_on_the_fallback_instead(loop):
+    near = {**STAY, "limits": {"five_hour": 0.97}, "limits_reset": 3600}
+    loop.scenario(sequence=[near, BLOCK])
+    assert loop.run("pausefb", fallback_provider="codex").code is ExitCode.BLOCKED
+    assert _providers(loop) == ["claude", "codex"] and loop.clock.slept == []  # no hour-long pause
+    (switch,) = [h for h in loop.history("pausefb") if h.get("event") == "provider_switched"]
+    assert (switch["from"], switch["to"]) == ("claude", "codex")
+    assert "(paused at 97% of the 5-hour window until" in loop.overview("pausefb").text
+    assert not [h for h in loop.history("pausefb") if h.get("event") == "usage_wait"]
