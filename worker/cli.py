@@ -12,9 +12,14 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from worker.cliargs import parse_args
 from worker.errors import ConfigError, ExitCode, SamocodeError
+
+if TYPE_CHECKING:
+    from worker.config import Project
+    from worker.session import SessionPaths
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,7 +48,7 @@ def entry() -> None:
 # -- the parent's commands -----------------------------------------------------------------------------
 
 
-def _session(args: argparse.Namespace):
+def _session(args: argparse.Namespace) -> tuple[Project, SessionPaths]:
     """The project and the existing session the command names (config problems first, all at once)."""
     from worker import session
     from worker.config import gather, load_project
