@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 
 import pytest
 from inproc import InProc
@@ -480,6 +481,10 @@ def test_a_worktree_removed_mid_run_is_recreated_on_its_branch(loop, project):
     tree = project.worktrees / loop.session("s14").name
     assert [c["cwd"] for c in loop.child.calls] == [str(tree)] * 3
     assert (tree / "a.txt").read_text() == "1\n"  # back on its branch, with the commit made before
+    head = subprocess.run(
+        ["git", "-C", str(tree), "symbolic-ref", "--short", "HEAD"], capture_output=True, text=True
+    )
+    assert head.stdout.strip() == "s14"
 
 
 def test_a_child_that_breaks_the_overview_but_signals_still_moves_the_session(loop):
@@ -611,3 +616,52 @@ def test_a_long_pause_runs_the_next_iteration_on_the_fallback_instead(loop):
     assert (switch["from"], switch["to"]) == ("claude", "codex")
     assert "(paused at 97% of the 5-hour window until" in loop.overview("pausefb").text
     assert not [h for h in loop.history("pausefb") if h.get("event") == "usage_wait"]
+
+
+def test_without_a_cap_claude_gets_no_budget_flag(loop):
+    loop.scenario(by_phase={"investigation": BLOCK})
+    assert loop.run("free").code is ExitCode.BLOCKED
+    assert all("--max-budget-usd" not in c["argv"] for c in loop.child.calls)
+
+
+def test_codex_forgetting_the_file_still_moves_on_through_its_final_message(loop):
+    copy = sig("continue", "requirements", summary="dive written")
+    loop.scenario(
+        sequence=[{"flow": "dive", "final_message": json.dumps(copy)}], by_phase={"requirements": BLOCK}
+    )
+    assert loop.run("ccopy", provider="codex").code is ExitCode.BLOCKED
+    assert len(loop.child.calls) == 2
+    first, _ = loop.decisions("ccopy")
+    assert (first["decision"], first["signal_source"]) == ("continue", "final_message"), first
+
+
+def test_codex_failures_exhaust_the_retries_then_exit_5(loop):
+    loop.scenario(
+        by_phase={"investigation": {"exit": 1, "result": {"is_error": True, "api_error_status": 429}}}
+    )
+    outcome = loop.run("c5", provider="codex", max_retries=1)
+    assert outcome.code is ExitCode.PROVIDER_FAILED
+    assert "codex failed (overloaded)" in outcome.message and "after 2 attempts" in outcome.message
+    assert len(loop.child.calls) == 2
+
+
+def _status(loop: InProc, name: str) -> str:
+    return render_text(build(SessionPaths(loop.session(name)), rails_of(None)))
+
+
+def test_status_says_paused_while_the_worker_waits(loop):
+    near = {**STAY, "limits": {"five_hour": 0.97}, "limits_reset": 300}
+    loop.scenario(sequence=[near, BLOCK])
+    shown = []
+    loop.clock.on_sleep = lambda _s: shown.append(_status(loop, "paused"))
+    assert loop.run("paused").code is ExitCode.BLOCKED
+    assert re.search(r"paused at 97% of the 5-hour window until \d\d:\d\d", shown[0]), shown[0]
+
+
+def test_status_shows_the_fallback_provider_while_the_session_runs_on_it(loop):
+    shown = []
+    on_fallback = {**STAY, "then": lambda _ctx: shown.append(_status(loop, "onfb"))}
+    loop.scenario(sequence=[FAR, on_fallback, BLOCK])
+    assert loop.run("onfb", fallback_provider="codex").code is ExitCode.BLOCKED
+    line = r"^Provider: codex \(fallback for claude until \d\d:\d\d\)$"
+    assert re.search(line, shown[0], re.MULTILINE), shown[0]
