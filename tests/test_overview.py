@@ -6,13 +6,20 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker import flowlog, overview
+from worker import flowlog, overview, splice
 from worker.errors import OverviewError
-from worker.flowlog import append_flow
 from worker.overview import parse, set_fields
 from worker.phases import Phase
 
 OWNED = ("Phase", "Iteration", "Total Iterations", "Blocked", "Waiting For", "Total Cost")
+
+
+def append_flow(text: str, entry: str) -> str:
+    """One Flow Log line appended as the journal appends it: the text's bytes, spliced."""
+    data = text.encode()
+    pieces = splice.edit(data, parse(data), {}, [entry], always=True)
+    assert pieces is not None
+    return b"".join(pieces).decode()
 
 
 def test_template_parses_to_a_fresh_state():

@@ -1,25 +1,29 @@
-"""The Flow Log is found, read and appended to without parsing its lines, with the very result a
-full parse gives: a property over hostile Flow Log contents, and a table over a 10,000-line log."""
+"""The Flow Log is found, read and appended to on the file's bytes, without parsing or decoding its
+lines, with the very result a full parse of the whole text gives: a property over hostile Flow Log
+contents, and a table over a 10,000-line log. Then the spliced write and its readers."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from worker import flowlog, overview
+from worker import flowlog, mdblocks, overview, splice
 from worker.errors import OverviewError
-from worker.flowlog import _FLOW_ENTRY, append_flow, append_missing, flow_entries, flow_section
-from worker.overview import sections
+from worker.flowlog import _FLOW_ENTRY, flow_entries, last_entries
+from worker.mdblocks import Section, sections
 
 # -- the reference: the whole text parsed with mistune ---------------------------------------------
 
 
-def full_section(text: str) -> overview.Section | None:
-    return next((s for s in sections(text) if s.title == overview.FLOW_LOG), None)
+def full_section(text: str) -> Section | None:
+    return next((s for s in sections(text) if s.title == mdblocks.FLOW_LOG), None)
 
 
-def full_append(text: str, entry: str, section: overview.Section | None) -> str:
+def full_append(text: str, entry: str, section: Section | None) -> str:
     nl = overview.newline_of(text)
     line = f"- {entry}" if not entry.startswith("- ") else entry
     if section is None:
@@ -33,38 +37,65 @@ def full_append(text: str, entry: str, section: overview.Section | None) -> str:
     return text[:at] + nl + line + text[at:]
 
 
-def full_entries(text: str, limit: int, section: overview.Section | None) -> list[str]:
+def full_entries(text: str, limit: int, section: Section | None) -> list[str]:
     if section is None:
         return []
     lines = [ln.strip() for ln in text[section.body_start : section.end].splitlines()]
     return [ln for ln in lines if _FLOW_ENTRY.match(ln)][-limit:]
 
 
+# -- the code under test, on the text's bytes ------------------------------------------------------
+
+
+def appended(text: str, entries: list[str], always: bool = False) -> str:
+    """`flowlog.addition` on the bytes, its heading found by `flowlog` itself."""
+    data = text.encode()
+    added = flowlog.addition(data, entries, overview.newline_of(text), None, always)
+    if added is None:
+        return text
+    at, new = added
+    return (data[:at] + new + data[at:]).decode()
+
+
+def spliced(text: str, fields: dict, entries: list[str]) -> str:
+    """The journal's edit: the bytes parsed for their head only, then spliced."""
+    data = text.encode()
+    pieces = splice.edit(data, overview.parse(data), fields, entries)
+    return text if pieces is None else b"".join(pieces).decode()
+
+
+def in_bytes(text: str, at: int) -> int:
+    return len(text[:at].encode())
+
+
 def assert_same(text: str) -> None:
-    fast, full = flow_section(text), full_section(text)
+    data = text.encode()
+    fast, full = flowlog.section(data), full_section(text)
     assert (fast is None) == (full is None)
     if full is not None:
+        assert fast is not None
         assert (fast.start, fast.body_start, fast.end, fast.level) == (
-            full.start,
-            full.body_start,
-            full.end,
+            in_bytes(text, full.start),
+            in_bytes(text, full.body_start),
+            in_bytes(text, full.end),
             full.level,
         )
     entry = "[777 @ 11-29 16:00] appended"
-    assert append_flow(text, entry) == full_append(text, entry, full)
+    assert appended(text, [entry], always=True) == full_append(text, entry, full)
     # Two lines appended in one edit, as the journal does (one section made when there is none).
     two = f"{entry}{overview.newline_of(text)}- [778 @ x] two"
-    assert append_missing(text, [entry, "[778 @ x] two"]) == full_append(text, two, full)
+    assert appended(text, [entry, "[778 @ x] two"]) == full_append(text, two, full)
     assert flow_entries(text, 3) == full_entries(text, 3, full)
-    assert flow_entries(text, 1) == full_entries(text, 1, full)
-    # The journal's edit: fields and lines from one parse of the text's head.
+    assert last_entries(data, 1) == full_entries(text, 1, full)
+    # The journal's edit: fields and lines from one parse of the head.
     try:
         ov = overview.parse(text)
     except OverviewError:
         return
+    assert flow_entries(text, 2, ov.flow) == full_entries(text, 2, full)
     fields = {"Iteration": "12", "Total Cost": "$1.25", "Waiting For": None}
     edited = overview.set_fields(ov, fields)
-    assert flowlog.edit(ov, fields, [entry]) == full_append(edited, entry, full_section(edited))
+    assert spliced(text, fields, [entry]) == full_append(edited, entry, full_section(edited))
 
 
 # -- property: any Flow Log content ------------------------------------------------------------------
@@ -121,13 +152,16 @@ HOSTILE = [
     "-\t-",
     "trailing blanks \t ",
     "= \r",
+    "- [004 @ x] café ✓ → done",
+    "## Ünïcode heading",
 ]
 
 
 @st.composite
 def documents(draw):
     nl = draw(st.sampled_from(["\n", "\r\n"]))
-    lines = ["# Session: s", "", "## Status", "Phase: testing", ""]
+    title = draw(st.sampled_from(["s", "сессия ✓"]))
+    lines = [f"# Session: {title}", "", "## Status", "Phase: testing", ""]
     if draw(st.booleans()):
         lines += ["## Notes", draw(st.sampled_from(HOSTILE)), ""]
     if draw(st.booleans()):
@@ -174,25 +208,139 @@ def test_edits_on_a_10000_line_flow_log_match_a_full_parse(tail, nl):
     assert_same(text)
 
 
-def test_a_plain_10000_line_flow_log_is_never_parsed(monkeypatch):
-    """The design, not a timing: mistune only ever sees a few KB of the 0.7 MB text."""
-    text = HEAD + "## Flow Log\n" + BIG + "\n## Files\n- notes.md\n"
+def test_a_plain_10000_line_flow_log_is_never_parsed(monkeypatch, tmp_path):
+    """The design, not a timing: mistune only ever sees a few hundred bytes of the 0.7 MB file, from
+    reading it to appending a line and reading its last entries."""
+    path = tmp_path / "_overview.md"
+    path.write_text(HEAD + "## Flow Log\n" + BIG + "\n## Files\n- notes.md\n")
     seen: list[int] = []
-    real = overview.block_tokens
+    real = mdblocks.block_tokens
     spy = lambda t: seen.append(len(t)) or real(t)  # noqa: E731
-    monkeypatch.setattr(overview, "block_tokens", spy)
+    monkeypatch.setattr(mdblocks, "block_tokens", spy)
     monkeypatch.setattr(flowlog, "block_tokens", spy)
-    ov = overview.parse(text)
-    new = append_missing(overview.set_fields(ov, {"Iteration": "5"}), ["[x @ y] new"])
-    entries = flow_entries(new, 3)
-    assert entries[-1] == "- [x @ y] new"
-    assert seen and max(seen) < 64 * 1024, seen
-    assert len(text) > 700_000
+    doc = splice.load(path)
+    pieces = splice.edit(doc.data, doc.ov, {"Iteration": "5"}, ["[x @ y] new"])
+    assert pieces is not None
+    splice.save(path, pieces)
+    new = splice.load(path)
+    assert last_entries(new.data, 3, flowlog.heading(new.ov))[-1] == "- [x @ y] new"
+    assert seen and max(seen) < 1024, seen
+    assert len(doc.ov.text) < 1024 < 700_000 < len(doc.data)
 
 
 def test_a_replayed_line_is_not_appended_twice():
     text = HEAD + "## Flow Log\n" + BIG + "\n## Files\n"
-    once = append_missing(text, ["[9999 @ 11-29 16:39] step 9999: did one thing, PR #9999 -> notes-9999.md"])
+    once = spliced(text, {}, ["[9999 @ 11-29 16:39] step 9999: did one thing, PR #9999 -> notes-9999.md"])
     assert once == text
-    twice = append_missing(append_missing(text, ["[new @ x] y"]), ["[new @ x] y"])
+    twice = spliced(spliced(text, {}, ["[new @ x] y"]), {"Iteration": "4"}, ["[new @ x] y"])
     assert twice.count("[new @ x] y") == 1
+
+
+# -- the spliced write: one rename, the old file kept as the next spare -----------------------------
+
+
+def test_a_write_goes_through_the_spare_and_the_old_file_becomes_the_next_spare(tmp_path):
+    path, spare = tmp_path / "_overview.md", tmp_path / "._overview.md.spare"
+    path.write_bytes(b"one\n")
+    first = os.stat(path).st_ino
+    splice.save(path, [b"tw", memoryview(b"o\n")])
+    assert path.read_bytes() == b"two\n" and os.stat(spare).st_ino == first
+    splice.save(path, [b"three\n"])
+    assert path.read_bytes() == b"three\n" and os.stat(path).st_ino == first  # its pages reused
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["._overview.md.spare", "_overview.md"]
+
+
+def test_a_spare_linked_elsewhere_or_not_a_file_is_never_written_through(tmp_path):
+    path, spare = tmp_path / "_overview.md", tmp_path / "._overview.md.spare"
+    path.write_bytes(b"one\n")
+    (tmp_path / "elsewhere.md").write_bytes(b"keep me\n")
+    os.link(tmp_path / "elsewhere.md", spare)
+    splice.save(path, [b"two\n"])
+    target = tmp_path / "target.md"
+    target.write_bytes(b"keep me too\n")
+    spare.unlink()
+    spare.symlink_to(target)
+    splice.save(path, [b"three\n"])
+    assert path.read_bytes() == b"three\n"
+    assert (tmp_path / "elsewhere.md").read_bytes() == b"keep me\n"
+    assert target.read_bytes() == b"keep me too\n"
+
+
+def test_a_read_of_a_file_swapped_out_meanwhile_is_read_again(tmp_path, monkeypatch):
+    """A reader that opened the old overview may read it while a later write reuses its inode as
+    the spare: it notices that the file it read is no longer the overview and reads again."""
+    path = tmp_path / "_overview.md"
+    path.write_bytes(b"## Status\nPhase: testing\n")
+    real = overview._read_once
+    calls = []
+
+    def racing(at, head):
+        data, st = real(at, head)
+        if not calls:  # two writes land between this reader's read and its check
+            splice.save(path, [b"## Status\nPhase: quality\n"])
+            splice.save(path, [b"## Status\nPhase: done\n"])
+        calls.append(data)
+        return data, st
+
+    monkeypatch.setattr(overview, "_read_once", racing)
+    assert overview.read_bytes(path)[0] == b"## Status\nPhase: done\n"
+    assert calls == [b"## Status\nPhase: testing\n", b"## Status\nPhase: done\n"]
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"## Status\nPhase: testing\n\n## Flow Log\n" + b"- [1 @ x] ok\n" * 5000 + b"- \xff\n", "UTF-8"),
+        (b"# no status\n" + b"x\n" * 10, "no '## Status'"),
+    ],
+    ids=["non-utf8-deep-in-the-log", "no-status"],
+)
+def test_the_journal_refuses_what_the_reader_refuses_and_writes_nothing(tmp_path, content, reason):
+    from worker import journal
+
+    path = tmp_path / "_overview.md"
+    path.write_bytes(content)
+    with pytest.raises(OverviewError, match=reason):
+        journal.apply_change(path, {"Iteration": "2"}, ["[2 @ x] y"])
+    assert path.read_bytes() == content
+
+
+# -- the worker's reads around an attempt -------------------------------------------------------------
+
+
+def workspace(tmp_path, monkeypatch, text: str):
+    from worker.config import Project
+    from worker.session import SessionPaths
+    from worker.workspace import Workspace
+
+    paths = SessionPaths(tmp_path / "s")
+    paths.dir.mkdir()
+    paths.overview.write_text(text)
+    project = Project(tmp_path / ".samocode", tmp_path, tmp_path / "wt", tmp_path)
+    loads: list[Path] = []
+    real = splice.load
+    monkeypatch.setattr(splice, "load", lambda at: loads.append(at) or real(at))
+    return Workspace(paths, project, "", lambda: None), paths, loads
+
+
+def test_an_overview_left_alone_by_the_attempt_is_not_read_again(tmp_path, monkeypatch):
+    ws, paths, loads = workspace(tmp_path, monkeypatch, HEAD + "## Flow Log\n" + BIG)
+    assert ws.read().get("phase") == "implementation"
+    assert ws.restore_if_broken("001-x") is None
+    assert loads == [paths.overview]  # the read before the attempt only: a stat told it apart
+    paths.overview.write_text(HEAD.replace("Iteration: 4", "Iteration: 5") + "## Flow Log\n")
+    assert ws.restore_if_broken("001-x") is None
+    assert loads == [paths.overview] * 2  # changed: read once to see that it is usable
+
+
+def test_a_torn_overview_is_put_back_byte_for_byte_and_the_torn_copy_kept(tmp_path, monkeypatch):
+    text = "# Сессия ✓\r\n\r\n## Status\r\nPhase: testing\r\n\r\n## Flow Log\r\n" + BIG.replace("\n", "\r\n")
+    ws, paths, _ = workspace(tmp_path, monkeypatch, text)
+    before = paths.overview.read_bytes()
+    ws.read()
+    with open(paths.overview, "r+b") as f:  # a child killed mid-write, in place
+        f.truncate(9)  # inside the Cyrillic title
+    reason, copy = ws.restore_if_broken("002-y")
+    assert "not valid UTF-8" in reason and copy == "_overview.unusable-002-y.md"  # torn mid-character
+    assert paths.overview.read_bytes() == before
+    assert (paths.dir / copy).read_bytes() == before[:9]

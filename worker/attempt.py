@@ -11,7 +11,7 @@ from pathlib import Path
 from worker import process, prompt, signalcopy
 from worker.crashpoint import crash_point
 from worker.errors import AttemptBlocked, GitError, InvalidSignal, SessionFileError
-from worker.journal import stamp
+from worker.history import stamp
 from worker.phases import SessionState
 from worker.providers import IterationRecord, IterationRequest, Provider
 from worker.runtime import Runtime

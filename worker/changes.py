@@ -10,7 +10,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 
 from worker.errors import ExitCode
-from worker.journal import flow_line, stamp
+from worker.flowlog import flow_line
+from worker.history import stamp
 from worker.limits import UsageWait
 from worker.phases import Decision, SessionState, Verdict
 from worker.providers import IterationRecord

@@ -19,7 +19,7 @@ from worker.changes import Change
 from worker.crashpoint import crash_point
 from worker.errors import ExitCode, OverviewError, SessionFileError
 from worker.gatewait import takes_over
-from worker.journal import stamp
+from worker.history import stamp
 from worker.limitrun import LimitRun, Switched
 from worker.phases import Decision, Phase, SessionState, Verdict, blocked_for
 from worker.providers import FATAL, IterationRecord
@@ -35,7 +35,6 @@ class Iteration:
     """What the steps of one iteration share: its state at the start, its ids, and its attempts so far."""
 
     state: SessionState
-    before: str  # the overview's text before the iteration, put back if a child breaks it
     id: str  # in every history line of the iteration
     tag: str  # carried by every process of the iteration, for the sweep
     started: float  # monotonic

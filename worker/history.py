@@ -11,6 +11,7 @@ session. A history written before them is summed once, by the first append that 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 from collections.abc import Mapping
@@ -22,6 +23,11 @@ HUMAN_EVENTS = frozenset({"approved", "resumed", "answered", "unblocked", "chang
 _TAIL_CHUNK = 64 * 1024
 SUMS = "sums"
 _TOKENS = ("tokens_in", "tokens_out")
+
+
+def stamp(now: dt.datetime) -> str:
+    """A record's `time` (and the overview's `Started:`): local time to the minute."""
+    return now.strftime("%Y-%m-%d %H:%M")
 
 
 def append(path: Path, record: Mapping[str, object]) -> None:

@@ -20,9 +20,9 @@ from worker.runtime import Outcome
 from worker.signals import Need, WaitFor
 
 
-def run_iteration(run: RunState, state: SessionState, before: str) -> Outcome | None:
+def run_iteration(run: RunState, state: SessionState) -> Outcome | None:
     """Attempts until one leaves a usable signal or the iteration ends otherwise; None: go on."""
-    it = Iteration(state, before, os.urandom(6).hex(), os.urandom(8).hex(), run.rt.monotonic())
+    it = Iteration(state, os.urandom(6).hex(), os.urandom(8).hex(), run.rt.monotonic())
     marker = {"id": it.id, "tag": it.tag, "phase": state.phase.value, "iteration": state.iteration}
     journal.write_marker(run.paths, {**marker, "total": state.total, "worker": os.getpid()})
     crash_point("marker")
@@ -66,7 +66,7 @@ def _attempt(run: RunState, it: Iteration) -> Attempt | Outcome | None:
     except AttemptBlocked as exc:
         return run.finish(it, worker_stop(it.state, Verdict.BLOCKED, str(exc)), None, {})
     run.rt.log(attempt.summary())
-    if restored := run.ws.restore_if_broken(it.before, f"{it.total:03d}-{it.id}"):
+    if restored := run.ws.restore_if_broken(f"{it.total:03d}-{it.id}"):
         run.note(changes.overview_restored(it.state, *restored, run.rt.now()))
     it.add(attempt.record)
     run.lim.seen(attempt.record)

@@ -17,7 +17,8 @@ from worker import limits
 from worker.changes import Change
 from worker.config import Settings
 from worker.errors import ConfigError
-from worker.journal import flow_line, stamp
+from worker.flowlog import flow_line
+from worker.history import stamp
 from worker.phases import SessionState
 from worker.providers import IterationRecord, Provider
 from worker.providers.registry import get_provider

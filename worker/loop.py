@@ -118,7 +118,7 @@ class _Loop:
                 return paused
             if paused:
                 continue
-            outcome = run_iteration(run, state, ov.text)
+            outcome = run_iteration(run, state)
             if outcome is not None:
                 return outcome
 

@@ -1,13 +1,15 @@
-"""`_overview.md`: parsed with mistune into sections, edited field by field, written atomically.
+"""`_overview.md`: its Status section parsed with mistune and edited field by field; the one safe
+reader of the file.
 
 The worker owns a few Status fields (Phase, Iteration, Total Iterations, Blocked, Waiting For,
 Total Cost, and Last Action/Next when it decides something itself) and appends its own Flow Log
 lines. Every other byte (headings, the agent's notes, CRLF endings, unicode, `Phase:` lines in
 code blocks or other sections) is left exactly as it was.
 
-Only the head of the text is parsed: the Status section (and the Flow Log's heading, for
-`flowlog`) sit near the top, so mistune parses a prefix that grows until it holds them. There are no
-caches: every call works from the text it is given. The Flow Log itself is `flowlog`'s.
+Only the head of the text is parsed and, when it comes as bytes, decoded: the Status section and the
+Flow Log's heading sit near the top, so mistune parses a prefix that grows until it holds them. There
+are no caches: every call works from the text it is given. The Flow Log itself is `flowlog`'s, and
+writing the file back `splice`'s.
 """
 
 from __future__ import annotations
@@ -21,39 +23,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import mistune
-
 from worker.errors import OverviewError
+from worker.mdblocks import STATUS, Section, find
 from worker.phases import Phase, SessionState, parse_phase
 
-STATUS = "status"
-FLOW_LOG = "flow log"
 MAX_OVERVIEW_BYTES = 16 * 1024 * 1024
 MAX_FIELD = 1000  # characters of one Status value: a child's 60 KB reason stays in the history
 
-# Lists and block quotes cannot hold a section heading, so the scan skips them: the parser then
-# treats their lines as paragraph text, which is all the field scan needs, at a third of the cost.
-_RULES = [
-    "fenced_code",
-    "indent_code",
-    "atx_heading",
-    "setex_heading",
-    "thematic_break",
-    "raw_html",
-    "blank_line",
-]
 _FIELD = re.compile(
     r"^[ \t]*(?:[-*+][ \t]+)?(\*\*)?(?P<key>[A-Za-z][A-Za-z ]{0,40}?)(?:\*\*)?:(?:\*\*)?[ \t]*"
 )
-
-
-@dataclass(frozen=True)
-class Section:
-    title: str
-    level: int
-    start: int  # offset of the heading
-    body_start: int  # offset just after the heading
-    end: int  # offset of the next heading of the same or a higher level, or the end
 
 
 @dataclass(frozen=True)
@@ -93,103 +72,11 @@ def _count(ov: Overview, key: str, default: int) -> int:
     return int(match.group())
 
 
-class _State(mistune.BlockState):
-    """Records where each top-level token starts, which mistune itself does not keep."""
-
-    def append_token(self, token: dict) -> None:
-        token.setdefault("_start", self.cursor)
-        super().append_token(token)
-
-    def add_paragraph(self, text: str) -> None:
-        last = self.last_token()
-        if last and last["type"] == "paragraph":
-            last["text"] += text
-        else:
-            self.tokens.append({"type": "paragraph", "text": text, "_start": self.cursor})
-
-
-class _Parser(mistune.BlockParser):
-    state_cls = _State
-
-    def parse_method(self, m: re.Match, state: mistune.BlockState) -> int | None:
-        first, start = len(state.tokens), state.cursor
-        end = super().parse_method(m, state)
-        for token in state.tokens[first:]:
-            token["_start"] = start  # some rules append their token only after parsing the body
-        return end
-
-
-_PARSER = _Parser()
-
-
-def block_tokens(text: str) -> list[dict]:
-    """Top-level block tokens with `_start`/`_end` offsets into `text`."""
-    # Same length as `text`, so offsets carry over; mistune would otherwise fold CRLF itself.
-    src = text.replace("\r", " ")
-    state = _State()
-    state.process(src if src.endswith("\n") else src + "\n")
-    _PARSER.parse(state, _RULES)
-    tokens = sorted(state.tokens, key=lambda t: t["_start"])
-    for token, following in zip(tokens, [*tokens[1:], None], strict=True):
-        token["_end"] = min(following["_start"] if following else len(text), len(text))
-    return tokens
-
-
-def _heading_title(text: str, token: dict) -> str:
-    line = text[token["_start"] : token["_end"]].splitlines()[0] if token["_end"] > token["_start"] else ""
-    return line.strip().strip("#").strip().strip("*").strip().lower()
-
-
-def sections(text: str, tokens: list[dict] | None = None) -> list[Section]:
-    tokens = block_tokens(text) if tokens is None else tokens
-    heads = [t for t in tokens if t["type"] == "heading"]
-    found = []
-    for i, head in enumerate(heads):
-        level = head["attrs"]["level"]
-        end = next((h["_start"] for h in heads[i + 1 :] if h["attrs"]["level"] <= level), len(text))
-        body = text.find("\n", head["_start"])
-        body_start = len(text) if body < 0 else body + 1
-        if head.get("style") == "setext":  # the underline belongs to the heading
-            under = text.find("\n", body_start)
-            body_start = len(text) if under < 0 else under + 1
-        found.append(Section(_heading_title(text, head), level, head["_start"], body_start, end))
-    return found
-
-
-def find(text: str, name: str, closed: bool = True) -> tuple[Section | None, list[dict], Section | None]:
-    """The first section titled `name`, parsing only as much of the text as it takes; the tokens
-    parsed; and the Flow Log's heading when that prefix holds it too (its `end` not final).
-
-    With `closed` False only the heading is needed: the section's `end` is then not final."""
-    # mistune costs per byte parsed. In the overviews the worker writes, the Flow Log's heading
-    # follows the Status section: a prefix ending 1 KB past the first mention of it usually holds
-    # both. When it does not, the prefix grows until it does; a guess never changes the result.
-    mention = text.find("Flow Log", 0, 65536)
-    size = mention + 1024 if mention >= 0 else 4096
-    while True:
-        cut = len(text) if size >= len(text) else text.rfind("\n", 0, size) + 1 or len(text)
-        tokens = block_tokens(text[:cut])
-        found = sections(text[:cut], tokens)
-        # A heading is final when its setext underline, if any, would be inside the prefix.
-        heads = [s for s in found if cut == len(text) or s.body_start < cut - 512]
-        flow = next((s for s in heads if s.title == FLOW_LOG), None)
-        for index, section in enumerate(found):
-            if section.title != name:
-                continue
-            if cut == len(text) or (not closed and section in heads):
-                return section, tokens, flow
-            # A section is final once a later heading closes it well inside the parsed prefix.
-            ends = section.end < cut and any(s.start == section.end for s in found[index + 1 :])
-            if closed and ends and section.end < cut - 512:
-                return section, tokens, flow
-        if cut == len(text):
-            return None, tokens, flow
-        size *= 4
-
-
-def parse(text: str) -> Overview:
-    """The overview's Status section and fields."""
-    status, tokens, flow = find(text, STATUS)
+def parse(src: str | bytes) -> Overview:
+    """The overview's Status section and fields. From the whole text, `text` is that text; from the
+    file's bytes (valid UTF-8), it is only the head that was decoded and parsed."""
+    status, tokens, flow, text = find(src, STATUS)
+    text = src if isinstance(src, str) else text
     if status is None:
         raise OverviewError("_overview.md has no '## Status' section")
     fields: dict[str, Field] = {}
@@ -229,7 +116,17 @@ def set_fields(ov: Overview, updates: Mapping[str, str | None]) -> str:
     """The overview text with Status fields set; untouched bytes stay identical.
 
     A value of None sets the field to '-' only when the field is already there."""
-    text, nl = ov.text, newline_of(ov.text)
+    pieces, pos = [], 0
+    for start, end, value in field_edits(ov, updates, newline_of(ov.text)):
+        pieces += [ov.text[pos:start], value]
+        pos = end
+    pieces.append(ov.text[pos:])
+    return "".join(pieces)
+
+
+def field_edits(ov: Overview, updates: Mapping[str, str | None], nl: str) -> list[tuple[int, int, str]]:
+    """`set_fields` as (start, end, new text) replacements in `ov.text`, in order; `nl`, the
+    overview's line ending."""
     edits: list[tuple[int, int, str]] = []
     missing = []
     for key, value in updates.items():
@@ -246,25 +143,55 @@ def set_fields(ov: Overview, updates: Mapping[str, str | None]) -> str:
         elif field.value != value:
             edits.append((field.value_start, field.value_end, value))
     if missing:
-        last = max(ov.fields.values(), key=lambda f: f.line_end)
-        at = last.line_end
-        prefix = "" if text[:at].endswith(("\n", "\r")) else nl
+        at = max(ov.fields.values(), key=lambda f: f.line_end).line_end
+        prefix = "" if ov.text[:at].endswith(("\n", "\r")) else nl
         edits.append((at, at, prefix + nl.join(missing) + nl))
-    pieces, pos = [], 0
-    for start, end, value in sorted(edits):
-        pieces += [text[pos:start], value]
-        pos = end
-    pieces.append(text[pos:])
-    return "".join(pieces)
+    return sorted(edits)
 
 
 def read_text(path: Path, head: int = 0) -> str:
-    """The overview's text, read without blocking or following links: a FIFO, a device, a
-    directory or a symlink there, or unreadable, oversized or non-UTF-8 content, is an
-    OverviewError. Every reader of the overview (the worker and every command) uses this one.
+    """The overview's text (see `read_bytes`). Every reader of the overview (the worker and every
+    command) uses this one or `read_bytes`.
 
     With `head`, only the first `head` bytes (a character cut at the end is replaced), or all of
     them when the Status section runs past those: for a look at many sessions' Status."""
+    data, st = read_bytes(path, head)
+    if head and st.st_size > head:
+        text = data.decode("utf-8", "replace")
+        with contextlib.suppress(OverviewError):
+            parse(text)
+            return text
+        data, _ = read_bytes(path)
+    return data.decode("utf-8")
+
+
+def read_bytes(path: Path, head: int = 0) -> tuple[bytes, os.stat_result]:
+    """The overview's bytes, valid UTF-8, and the file's status, read without blocking or following
+    links: a FIFO, a device, a directory or a symlink there, or unreadable, oversized or non-UTF-8
+    content, is an OverviewError. With `head`, at most the first `head` bytes, not checked."""
+    for _ in range(5):
+        data, st = _read_once(path, head)
+        # `splice` reuses the inode it swaps out for its next write: bytes read from an inode that is
+        # no longer the overview, or changed since, may be half of that write. Read again then.
+        with contextlib.suppress(OSError):
+            if not same_file(os.stat(path, follow_symlinks=False), st):
+                continue
+        if not (head and st.st_size > head) and not data.isascii():
+            try:
+                data.decode("utf-8")  # a check only: the text past the head is never decoded
+            except UnicodeDecodeError as exc:
+                raise OverviewError(f"_overview.md is not valid UTF-8 (byte {exc.start})") from None
+        return data, st
+    raise OverviewError("_overview.md kept changing while it was read")
+
+
+def same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    """The same inode, unchanged: its size and its change and modification times are the same."""
+    keys = ("st_ino", "st_dev", "st_size", "st_mtime_ns", "st_ctime_ns")
+    return all(getattr(a, k) == getattr(b, k) for k in keys)
+
+
+def _read_once(path: Path, head: int) -> tuple[bytes, os.stat_result]:
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -282,25 +209,23 @@ def read_text(path: Path, head: int = 0) -> str:
         if st.st_size > MAX_OVERVIEW_BYTES:
             raise OverviewError(f"_overview.md is {st.st_size // (1024 * 1024)} MB; the limit is 16 MB")
         if head and st.st_size > head:
-            text = os.pread(fd, head, 0).decode("utf-8", "replace")
-            with contextlib.suppress(OverviewError):
-                parse(text)
-                return text
-        chunks, size = [], 0
-        while chunk := os.read(fd, max(st.st_size + 1, 65536)):  # one read, unless it grows
+            return os.pread(fd, head, 0), st
+        # One read, short of what it asked for: a file that grew since the fstat takes more. (Asking
+        # a second time for as much only to learn it is the end costs a second buffer that size.)
+        chunks, size, want = [], 0, st.st_size + 1
+        while chunk := os.read(fd, want):
             chunks.append(chunk)
             size += len(chunk)
             if size > MAX_OVERVIEW_BYTES:
                 raise OverviewError("_overview.md is over 16 MB; the limit is 16 MB")
-        data = b"".join(chunks)
+            if len(chunk) < want:
+                break
+            want = 65536
     except OSError as exc:
         raise OverviewError(f"cannot read _overview.md: {exc.strerror}") from None
     finally:
         os.close(fd)
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise OverviewError(f"_overview.md is not valid UTF-8 (byte {exc.start})") from None
+    return b"".join(chunks), st
 
 
 def write_atomic(path: Path, text: str, sync: bool = True) -> None:

@@ -7,10 +7,11 @@ import datetime as dt
 import os
 from collections.abc import Callable
 
-from worker import gitops, overview
+from worker import gitops, overview, splice
 from worker.config import Project
 from worker.errors import GitError, OverviewError, SessionFileError
-from worker.journal import flow_line, read_overview, stamp
+from worker.flowlog import flow_line
+from worker.history import stamp
 from worker.session import SessionPaths
 
 
@@ -26,6 +27,7 @@ class Workspace:
         self.now = now
         self.working_dir = project.main_repo
         self.branch = ""
+        self._before: splice.Doc | None = None  # the overview as the last `read` found it
 
     def open(self, task: str, dive: str) -> None:
         """Folder, worktree and (for a new or bare folder) the overview template. No model call.
@@ -77,23 +79,35 @@ class Workspace:
         self.working_dir, self.branch = tree.path, tree.branch
 
     def read(self) -> overview.Overview:
-        return overview.parse(read_overview(self.paths.overview))
+        """The overview's Status, parsed from its head; the file's bytes are kept as they were read,
+        for `restore_if_broken`."""
+        self._before = splice.load(self.paths.overview)
+        return self._before.ov
 
-    def restore_if_broken(self, before: str, label: str) -> tuple[str, str] | None:
+    def restore_if_broken(self, label: str) -> tuple[str, str] | None:
         """After an attempt: an overview the child left unusable (torn by a kill mid-write, its
-        Status section gone) is put back as it was before the attempt, and the child's copy kept
-        beside it. Returns (why it was unusable, the copy's name), or None when it is usable."""
+        Status section gone) is put back as it was at the last `read`, and the child's copy kept
+        beside it. Returns (why it was unusable, the copy's name), or None when it is usable.
+
+        A file whose status is still the one `read` saw is not read again."""
+        before = self._before
+        with contextlib.suppress(OSError):  # unreadable: the load below says why
+            now = os.stat(self.paths.overview, follow_symlinks=False)
+            if before is not None and overview.same_file(now, before.stat):
+                return None
         try:
-            self.read()
+            splice.load(self.paths.overview)
             return None
         except OverviewError as exc:
             reason = exc.reason
+        if before is None:
+            return None
         copy = self.paths.dir / f"_overview.unusable-{label}.md"
         try:
             with overview.locked(self.paths.dir):
                 with contextlib.suppress(FileNotFoundError):
                     os.replace(self.paths.overview, copy)
-                overview.write_atomic(self.paths.overview, before)
+                splice.save(self.paths.overview, [before.data])
         except OSError as exc:
             raise SessionFileError(f"cannot restore {self.paths.overview.name}: {exc.strerror}") from None
         return reason, copy.name
