@@ -202,13 +202,13 @@ def test_a_stale_signal_from_the_killed_run_is_not_acted_upon(project):
 
 
 def test_twelve_kills_at_spread_moments_across_one_session_all_resume_to_done(project):
-    # Each child works 0.25 s, writes its signal, and exits 0.25 s later.
-    project.scenario(by_phase=session_script(pause=0.25, sleep=0.25))
+    # Each child works 0.1 s, writes its signal, and exits 0.1 s later.
+    project.scenario(by_phase=session_script(pause=0.1, sleep=0.1))
     rng = random.Random(7)
     # Delays after the restarted worker's first child starts: inside the child (before and after
     # its signal), and past its end, while the worker decides or starts the next iteration.
-    delays = [0.05, 0.15, 0.3, 0.4, 0.5, 0.58, 0.64, 0.7, 0.8, 0.95]
-    delays += [rng.uniform(0.0, 1.0) for _ in range(2)]
+    delays = [0.02, 0.06, 0.12, 0.16, 0.2, 0.23, 0.26, 0.28, 0.32, 0.38]
+    delays += [rng.uniform(0.0, 0.4) for _ in range(2)]
     kills = 0
     for delay in delays:
         seen = len(project.records())
@@ -239,7 +239,9 @@ def test_fifty_random_int_term_hup_to_the_worker_or_its_group_all_resume_to_done
     """Each try starts the worker in a group of its own (as a terminal does), sends it or its whole
     group INT, TERM or HUP at a random moment, and checks that the stop was recorded with its own
     code and left no process; the sessions are then driven on to done."""
-    project.scenario(by_phase=session_script(pause=0.1, sleep=0.15))
+    # Each child lives ~0.1 s (start-up, 0.05 s of work, its signal, 0.03 s more): a stop 0-0.25 s
+    # after a child starts lands inside it, in the worker's decision, or in the next iteration.
+    project.scenario(by_phase=session_script(pause=0.03, sleep=0.05))
     rng = random.Random(20261129)
     sessions, name, stops = [], "sig0", 0
     for attempt in range(50):
@@ -257,7 +259,7 @@ def test_fifty_random_int_term_hup_to_the_worker_or_its_group_all_resume_to_done
         sig = rng.choice(list(STOPS))
         try:
             wait_for(lambda p=proc, n=seen: len(project.records()) > n or p.poll() is not None, 20, 0.01)
-            time.sleep(rng.uniform(0.0, 0.6))
+            time.sleep(rng.uniform(0.0, 0.25))
             # Until we reap it the worker stays at least a zombie, so its pid and group are still ours;
             # once poll() has reaped it (it stopped at a gate first), there is nobody left to signal.
             if proc.poll() is None:
