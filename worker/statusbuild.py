@@ -111,12 +111,12 @@ def _working_dir(text: str, end: int, fallback: Path | None) -> Path | None:
 
 def build(paths: SessionPaths, rails: dict[str, Any], workdir_fallback: Path | None = None) -> Report:
     """The report; an unusable overview is shown in it instead of failing."""
-    text = ""
+    data = b""
     ov: overview.Overview | None = None
     problem = ""
-    try:
-        text = overview.read_text(paths.overview)
-        ov = overview.parse(text)
+    try:  # the bytes; only the head is decoded and parsed, whatever the Flow Log's length
+        data, _ = overview.read_bytes(paths.overview)
+        ov = overview.parse(data)
     except OverviewError as exc:
         problem = exc.reason
     try:  # the newest lines and the running totals: nothing that grows with the session
@@ -126,11 +126,14 @@ def build(paths: SessionPaths, rails: dict[str, Any], workdir_fallback: Path | N
         history, sums = [], hist.add(None, {})
     waiting = waiting_for(ov, history, paths)
     spend, tokens_in, tokens_out = _spend(sums)
+    # Without a parse, the first 8192 characters (at most 4 bytes each) stand in for the head.
+    text = ov.text if ov else data[: 4 * 8192].decode("utf-8", "replace")
     workdir = _working_dir(text, ov.status.start if ov else min(len(text), 8192), workdir_fallback)
     flow: list[str] = []
-    if text:
+    if data:
         try:
-            flow = [_BULLET.sub("", line) for line in flowlog.flow_entries(text, 3, ov.flow if ov else None)]
+            entries = flowlog.last_entries(data, 3, flowlog.heading(ov) if ov else None)
+            flow = [_BULLET.sub("", line) for line in entries]
         except OverviewError:
             flow = []
     get = ov.get if ov is not None else (lambda _key, default="": default)
