@@ -4,7 +4,7 @@ sleep that moves a fake clock instead of waiting.
 The fake child takes the same scenario actions as tests/fakes/fake_claude.py and fake_codex.py (the
 session work is the same code, fake_common.perform) and prints Claude Code 2.1.197 stream-json, or
 codex's --json events, into the iteration's log, which the real parsers read. Usage: see `InProc`
-and tests/test_loop_inproc.py.
+and tests/test_loop_*inproc.py.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -41,16 +42,9 @@ DEFAULTS = {
     "claude_path": str(FAKES / "fake_claude.py"),
     "codex_path": str(FAKES / "fake_codex.py"),
 }
-RESULT = {
-    "type": "result",
-    "subtype": "success",
-    "is_error": False,
-    "api_error_status": None,
-    "duration_ms": 10,
-    "num_turns": 2,
-    "result": "done",
-    "stop_reason": "end_turn",
-    "session_id": "fake",
+RESULT = {  # Claude Code's final event of a clean run
+    **{"type": "result", "subtype": "success", "is_error": False, "api_error_status": None},
+    **{"duration_ms": 10, "num_turns": 2, "result": "done", "stop_reason": "end_turn", "session_id": "fake"},
     "total_cost_usd": 0.0125,
     "usage": {"input_tokens": 1000, "output_tokens": 100, "cache_read_input_tokens": 50},
 }
@@ -226,7 +220,8 @@ class InProc:
     def __init__(self, project: object) -> None:
         self.project = load_project(project.config)  # type: ignore[attr-defined]
         for key, value in (("user.name", "samocode-test"), ("user.email", "test@example.invalid")):
-            _git_config(self.project.main_repo, key, value)  # the fake child's commits
+            git = ["git", "-C", str(self.project.main_repo), "config", key, value]
+            subprocess.run(git, check=True)  # who the fake child's commits are by
         self.stop = threading.Event()
         self.clock = FakeClock()
         self.child = FakeChild(self.clock, self.stop)
@@ -281,7 +276,19 @@ class InProc:
         return parse((self.session(name) / "_overview.md").read_text())
 
 
-def _git_config(repo: Path, key: str, value: str) -> None:
-    import subprocess
+def sig(status: str, phase: str | None = None, **extra: str) -> dict:
+    return {"status": status, **({"phase": phase} if phase else {}), **extra}
 
-    subprocess.run(["git", "-C", str(repo), "config", key, value], check=True)
+
+STAY = {"signal": sig("continue", "investigation"), "flow": "looked around"}
+BLOCK = {"signal": sig("blocked", reason="stop here", needs="human_decision")}
+LIMIT = {
+    "exit": 1,
+    "result": {"is_error": True, "api_error_status": 429, "result": "You've hit your session limit"},
+}
+FAR = {**LIMIT, "rate_limit": 3600}  # a usage limit an hour away
+
+
+def providers(loop: InProc) -> list[str]:
+    """Which CLI each child was."""
+    return ["codex" if c["argv"][1:2] == ["exec"] else "claude" for c in loop.child.calls]

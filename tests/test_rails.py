@@ -1,7 +1,7 @@
 """The rails of an unattended run against the real worker as a subprocess and the fake CLI, one test
 per rail (the session lease, the budget, the stall breaker, usage-limit waits, backoff) plus timeouts,
 idle kills and Ctrl-C at every waiting point. Each rail's other cases run in-process, without real
-waits, in test_loop_inproc.py."""
+waits, in test_loop_rails_inproc.py and test_loop_limits_inproc.py."""
 
 from __future__ import annotations
 
