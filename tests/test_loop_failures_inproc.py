@@ -166,3 +166,16 @@ def test_a_child_that_breaks_the_overview_but_signals_still_moves_the_session(lo
     assert loop.run("s22").code is ExitCode.BLOCKED
     assert loop.overview("s22").get("phase") == "requirements"
     assert any(r.get("event") == "overview_restored" for r in loop.history("s22"))
+
+
+@pytest.mark.parametrize("ending", ["timeout", "idle"])
+def test_a_child_killed_at_a_deadline_is_a_failed_attempt_retried_after_the_delay(loop, ending):
+    killed = {"flow": "half done", "ending": ending, "takes": 600, "result": None}  # no signal, no result
+    loop.scenario(sequence=[killed, BLOCK])
+    assert loop.run("deadline").code is ExitCode.BLOCKED
+    failed = [h for h in loop.history("deadline") if h.get("event") == "attempt_failed"]
+    assert [(f["ending"], f["failure"]) for f in failed] == [(ending, ending)]
+    assert loop.clock.slept == [5.0] and len(loop.child.calls) == 2
+    assert [d["decision"] for d in loop.decisions("deadline")] == [
+        "blocked"
+    ]  # the killed one decided nothing
