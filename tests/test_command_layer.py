@@ -180,3 +180,18 @@ def test_the_repository_check_finds_a_work_tree_a_linked_worktree_and_a_bare_rep
 def test_the_commands_module_neither_prints_nor_parses_arguments():
     source = (Path(commands.__file__)).read_text()
     assert "print(" not in source and "argparse" not in source and "sys.exit" not in source
+
+
+def test_a_long_note_leaves_a_flow_log_line_as_short_as_the_workers_and_the_history_keeps_it_whole(project):
+    """The commands' Flow Log lines are the worker's (`flowlog.flow_line`): a line points at what
+    happened, the history keeps the whole text; a 5,000-character note used to land whole."""
+    from worker.flowlog import FLOW_EVENT_MAX
+
+    folder = make(project, "n", {"Blocked": "yes"})
+    note = "use the staging database " * 200
+    commands.unblock(SessionPaths(folder), note, NOW)
+    record = history.read(folder / "_signal_history.jsonl")[-1]
+    assert record["note"] == " ".join(note.split())
+    (line,) = [ln for ln in (folder / "_overview.md").read_text().splitlines() if "Human direction" in ln]
+    assert line.startswith("- [000 @ 11-29 16:00] Human direction: use the staging database")
+    assert line.endswith("…") and len(line) <= FLOW_EVENT_MAX + len("- [000 @ 11-29 16:00] ")

@@ -16,18 +16,11 @@ from collections.abc import Iterator, Mapping
 from worker import gatelease, journal, overview, plans, qa
 from worker import history as hist
 from worker.errors import ConfigError, InvalidSignal, OverviewError, Refused, SessionFileError, SessionLocked
+from worker.flowlog import flow_line
 from worker.overview import Overview
 from worker.phases import PHASES, Phase
 from worker.session import Lease, SessionPaths
 from worker.signals import Need, WaitFor, read_signal
-
-
-def _stamp(now: dt.datetime) -> str:
-    return now.strftime("%Y-%m-%d %H:%M")
-
-
-def _flow(total: int, now: dt.datetime, event: str) -> str:
-    return f"[{total:03d} @ {now:%m-%d %H:%M}] {event}"
 
 
 def one_line(text: str, flag: str) -> str:
@@ -74,7 +67,7 @@ def _commit(
     """Through the worker's journal: history first (with the overview change it implies, so a
     torn line before it does not swallow it), then the overview (Flow Log lines only when missing)."""
     try:
-        journal.commit(paths, {"time": _stamp(now), **record}, fields or {}, flow)
+        journal.commit(paths, {"time": hist.stamp(now), **record}, fields or {}, flow)
     except SessionFileError as exc:
         raise Refused(f"{exc.reason} (nothing changed)") from None
     except OverviewError as exc:
@@ -160,7 +153,7 @@ def approve(paths: SessionPaths, now: dt.datetime, via: str = "") -> str:
                 "Last Action": "Plan approved for implementation",
                 "Next": "Execute first implementation phase",
             },
-            (_flow(total, now, f"Plan approved for implementation via {_by(via, 'approve')}"),),
+            (flow_line(total, now, f"Plan approved for implementation via {_by(via, 'approve')}"),),
         )
     return f"plan approved ({plan.name}): phase implementation; start the worker again"
 
@@ -182,7 +175,7 @@ def revise(paths: SessionPaths, note: str, now: dt.datetime, via: str = "") -> s
                 "Last Action": f"Plan changes requested: {note}",
                 "Next": f"Revise the plan: {note}",
             },
-            (_flow(total, now, f"Plan changes requested via {_by(via, 'revise')}: {note}"),),
+            (flow_line(total, now, f"Plan changes requested via {_by(via, 'revise')}: {note}"),),
         )
     return "changes requested: planning revises the plan; start the worker again"
 
@@ -210,7 +203,7 @@ def resume(paths: SessionPaths, goal: str, now: dt.datetime) -> str:
                 "Last Action": f"Resuming session for: {goal}",
                 "Next": f"Investigate approach for {goal}",
             },
-            (_flow(total, now, f"Resuming: {goal}"),),
+            (flow_line(total, now, f"Resuming: {goal}"),),
         )
     return "session reopened: phase investigation; start the worker again"
 
@@ -239,7 +232,7 @@ def unblock(paths: SessionPaths, note: str, now: dt.datetime, via: str = "") -> 
         budget = hist.pending_decision(_history(paths)).get("needs") == Need.BUDGET.value
         record = {"event": "unblocked", "phase": phase.value, "note": note, "iteration_reset": capped or None}
         said = f"Human direction via {via}: {note}" if via else f"Human direction: {note}"
-        _commit(paths, now, record | ({"via": via} if via else {}), fields, (_flow(total, now, said),))
+        _commit(paths, now, record | ({"via": via} if via else {}), fields, (flow_line(total, now, said),))
     message = f"unblocked in phase {phase.value}; start the worker again"
     if budget:
         message += " (the spend cap still applies: raise SAMOCODE_MAX_COST_USD first or it blocks again)"
@@ -278,7 +271,7 @@ def answer(paths: SessionPaths, given: dict[int, str], accept: bool, now: dt.dat
         record = {"event": "answered", "questions": answered, "accepted": accept or None}
         if via:  # the command line leaves no Flow Log line; another channel says it was there
             _, _, _, total = _state(paths)
-            flow = (_flow(total, now, f"Answered {qa.listed(answered)} via {via}"),)
+            flow = (flow_line(total, now, f"Answered {qa.listed(answered)} via {via}"),)
             _commit(paths, now, record | {"via": via}, {}, flow)
         else:
             _commit(paths, now, record)
