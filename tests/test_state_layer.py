@@ -344,3 +344,25 @@ def test_a_torn_overview_is_put_back_byte_for_byte_and_the_torn_copy_kept(tmp_pa
     assert "not valid UTF-8" in reason and copy == "_overview.unusable-002-y.md"  # torn mid-character
     assert paths.overview.read_bytes() == before
     assert (paths.dir / copy).read_bytes() == before[:9]
+
+
+def test_the_overview_keeps_its_mode_across_writes(tmp_path):
+    path = tmp_path / "_overview.md"
+    path.write_bytes(b"one\n")
+    path.chmod(0o600)
+    for text in (b"two\n", b"three\n", b"four\n"):
+        splice.save(path, [text])
+        assert (path.read_bytes(), path.stat().st_mode & 0o777) == (text, 0o600)
+
+
+def test_a_file_system_without_hard_links_still_gets_its_write(tmp_path, monkeypatch):
+    path = tmp_path / "_overview.md"
+    path.write_bytes(b"one\n")
+
+    def no_links(*_args, **_kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    splice.save(path, [b"two\n"])
+    splice.save(path, [b"three\n"])
+    assert path.read_bytes() == b"three\n"

@@ -74,6 +74,8 @@ def save(path: Path, pieces: Sequence[Piece]) -> None:
     spare = path.with_name(f".{path.name}.spare")
     fd = _open_spare(spare)
     try:
+        with contextlib.suppress(FileNotFoundError):  # the overview keeps its mode, whichever inode
+            os.fchmod(fd, stat.S_IMODE(os.stat(path, follow_symlinks=False).st_mode))
         pos = 0
         for piece in pieces:
             view = memoryview(piece)
@@ -91,7 +93,7 @@ def save(path: Path, pieces: Sequence[Piece]) -> None:
         os.unlink(keep)
     try:
         os.link(path, keep, follow_symlinks=False)
-    except FileNotFoundError:
+    except OSError:  # no overview (a restore moved it aside), or no hard links on this file system
         os.replace(spare, path)
         return
     os.replace(spare, path)
