@@ -13,12 +13,14 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from worker import process, session
 from worker.config import Settings, load_project
@@ -211,17 +213,18 @@ def _rate_limit(status: str, windows: dict, resets: float) -> dict:
 class InProc:
     """One scratch project (the `project` fixture of conftest.py) driven in-process.
 
-    loop = InProc(project)
+    loop = InProc(project, monkeypatch)
     loop.scenario(by_phase={"investigation": {"signal": {...}}})
     outcome = loop.run("name", max_retries=1)   # Settings fields as keywords
     loop.history("name"), loop.overview("name"), loop.child.calls, loop.clock.slept, loop.notes.sent
     """
 
-    def __init__(self, project: object) -> None:
-        self.project = load_project(project.config)  # type: ignore[attr-defined]
-        for key, value in (("user.name", "samocode-test"), ("user.email", "test@example.invalid")):
-            git = ["git", "-C", str(self.project.main_repo), "config", key, value]
-            subprocess.run(git, check=True)  # who the fake child's commits are by
+    def __init__(self, project: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        # The fake child's git runs in this process's environment: the test's home and identity.
+        for key, value in project.env.items():
+            if key == "HOME" or key.startswith("GIT_"):
+                monkeypatch.setenv(key, value)
+        self.project = load_project(project.config)
         self.stop = threading.Event()
         self.clock = FakeClock()
         self.child = FakeChild(self.clock, self.stop)

@@ -13,8 +13,8 @@ from worker.errors import ExitCode
 
 
 @pytest.fixture
-def loop(project) -> InProc:
-    return InProc(project)
+def loop(project, monkeypatch) -> InProc:
+    return InProc(project, monkeypatch)
 
 
 # -- failures and backoff --------------------------------------------------------------------------

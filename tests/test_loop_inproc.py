@@ -17,8 +17,8 @@ from worker.errors import ExitCode
 
 
 @pytest.fixture
-def loop(project) -> InProc:
-    return InProc(project)
+def loop(project, monkeypatch) -> InProc:
+    return InProc(project, monkeypatch)
 
 
 FULL = {

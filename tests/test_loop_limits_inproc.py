@@ -16,8 +16,8 @@ from worker.statusbuild import build, rails_of
 
 
 @pytest.fixture
-def loop(project) -> InProc:
-    return InProc(project)
+def loop(project, monkeypatch) -> InProc:
+    return InProc(project, monkeypatch)
 
 
 # -- usage limits ----------------------------------------------------------------------------------
