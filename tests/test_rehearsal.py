@@ -1,7 +1,8 @@
 """Rehearsal: a fake provider that sends exactly the signals the agent texts prescribe.
 
 The `## Signals` table of each agent file is followed mechanically, so an agent text that tells the
-child to send a signal the worker would reject fails here, against the real worker.
+child to send a signal the worker would reject fails here: the whole path through both gates with
+the real worker as a subprocess, every row of every table with the loop in-process.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from agent_texts import load_agent
+from inproc import InProc
 
 from worker import overview
 from worker.phases import Phase
@@ -68,17 +70,19 @@ ALL_ROWS = [(phase, r.outcome, r.signal) for phase in PHASES for r in load_agent
 @pytest.mark.parametrize(
     ("phase", "outcome", "signal"), ALL_ROWS, ids=[f"{p}:{o[:40]}" for p, o, _ in ALL_ROWS]
 )
-def test_every_prescribed_signal_is_accepted_in_its_phase(project, phase, outcome, signal):
+def test_every_prescribed_signal_is_accepted_in_its_phase(project, monkeypatch, phase, outcome, signal):
+    """In-process (tests/inproc.py): one iteration of the loop in that phase, the row's signal sent."""
     name = "row"
-    folder = project.sessions / name
+    loop = InProc(project, monkeypatch)
+    folder = loop.session(name)
     folder.mkdir(parents=True)
     text = overview.render_new(
         name, "2026-01-01 00:00", str(project.main_repo), "task", "", "[000 @ 01-01 00:00] x"
     )
     (folder / "_overview.md").write_text(overview.set_fields(overview.parse(text), {"Phase": phase}))
-    project.scenario(sequence=[{"signal": signal}])
-    result = project.worker(name, "--max-iterations", "1")
+    loop.scenario(sequence=[{"signal": signal}])
+    result = loop.run(name, max_iterations=1)
     expected = {"continue": 8, "waiting": 3, "blocked": 4, "done": 0}[signal["status"]]
-    assert result.returncode == expected, result.stdout + result.stderr
-    decision = [h for h in history(folder) if h.get("decision")][-1]
+    assert result.code == expected, result.message
+    decision = loop.decisions(name)[-1]
     assert decision["accepted"], decision
