@@ -478,7 +478,7 @@ NEW = {"FAKE_CLAUDE_VERSION": "2.1.332"}
 BLOCK = {"signal": {"status": "blocked", "reason": "stop here", "needs": "human_decision"}}
 LIMITED = {
     "exit": 1,
-    "rate_limit": 4,
+    "rate_limit": 2,
     "result": {
         "is_error": True,
         "api_error_status": 429,
@@ -493,7 +493,7 @@ def test_worker_on_2_1_332_records_cost_and_waits_out_a_usage_limit(project):
     started = time.monotonic()
     done = project.worker("new", env=NEW)
     assert done.returncode == 4, done.stderr
-    assert time.monotonic() - started >= 3  # the reset was 4 s ahead: waited, not retried at once
+    assert time.monotonic() - started >= 1.5  # the reset was 1-2 s ahead (+1 s margin): waited, not retried
     session = project.session_dir("new")
     events = [r.get("event") or r.get("decision") for r in history(session)]
     assert events == ["attempt_failed", "usage_wait", "usage_resumed", "blocked"]

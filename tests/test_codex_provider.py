@@ -461,7 +461,7 @@ def test_fake_hangs_while_stdin_stays_open(tmp_path):
         proc.stdin.write(b"- Phase: investigation\n")
         proc.stdin.flush()
         with pytest.raises(subprocess.TimeoutExpired):
-            proc.wait(timeout=3)
+            proc.wait(timeout=1)
     finally:
         proc.kill()
         proc.communicate()
@@ -589,7 +589,7 @@ def test_bad_credentials_stop_at_once(codex):
 def test_a_hanging_codex_is_killed_at_the_timeout(codex):
     codex.scenario(by_phase={"investigation": {"sleep": 60}})
     started = time.monotonic()
-    result = codex.worker("c7", "--provider", "codex", "--timeout", "2", env={"SAMOCODE_MAX_RETRIES": "0"})
+    result = codex.worker("c7", "--provider", "codex", "--timeout", "1", env={"SAMOCODE_MAX_RETRIES": "0"})
     assert result.returncode == 5, result.stderr
     assert "(timeout)" in result.stderr
     assert time.monotonic() - started < 30
@@ -598,9 +598,9 @@ def test_a_hanging_codex_is_killed_at_the_timeout(codex):
 def test_a_usage_limit_is_waited_out_then_the_iteration_resumes(codex):
     codex.scenario(sequence=[{"usage_limit": True}], by_phase={"investigation": BLOCK})
     started = time.monotonic()
-    result = codex.worker("c8", "--provider", "codex", env={"SAMOCODE_USAGE_WAIT": "1"})
+    result = codex.worker("c8", "--provider", "codex", env={"SAMOCODE_USAGE_WAIT": "0.3"})
     assert result.returncode == 4, result.stderr
-    assert time.monotonic() - started >= 1
+    assert time.monotonic() - started >= 0.3
     assert len(codex.records()) == 2
     session = codex.session_dir("c8")
     attempts = [h for h in history(session) if h.get("event") == "attempt_failed"]
