@@ -24,7 +24,9 @@ That is a choice, kept after measuring: an fsync of the history line and one of 
 children, and the overview's grows with its size, which is what `splice` keeps flat. What a power cut
 can lose is the last seconds of writes: the next start then finds the marker (or not) and re-runs or
 records the iteration as this docstring says, and the child's own edits and commits, never fsynced
-either, are lost alike. The session's first overview (`workspace`) is fsynced: it is written once.
+either, are lost alike. The overview is written into a reused spare file (`splice`), so after a power
+cut it may also hold parts of two versions; when that is not a usable overview, the worker stops and
+says why. The session's first overview (`workspace`) is fsynced: it is written once.
 """
 
 from __future__ import annotations
