@@ -366,3 +366,15 @@ def test_a_file_system_without_hard_links_still_gets_its_write(tmp_path, monkeyp
     splice.save(path, [b"two\n"])
     splice.save(path, [b"three\n"])
     assert path.read_bytes() == b"three\n"
+
+
+def test_a_directory_where_the_spare_goes_is_a_reason_naming_it(tmp_path):
+    from worker import journal
+
+    path = tmp_path / "_overview.md"
+    path.write_text("## Status\nPhase: testing\n")
+    (tmp_path / "._overview.md.spare").mkdir()
+    (tmp_path / "._overview.md.spare" / "x").write_text("x")
+    with pytest.raises(OverviewError, match=r"cannot write \._overview\.md\.spare"):
+        journal.apply_change(path, {"Iteration": "2"}, [])
+    assert path.read_text() == "## Status\nPhase: testing\n"

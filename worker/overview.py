@@ -178,7 +178,7 @@ def read_bytes(path: Path, head: int = 0) -> tuple[bytes, os.stat_result]:
                 continue
         if not (head and st.st_size > head) and not data.isascii():
             try:
-                data.decode("utf-8")  # a check only: the text past the head is never decoded
+                data.decode("utf-8")  # a check only: the text is dropped
             except UnicodeDecodeError as exc:
                 raise OverviewError(f"_overview.md is not valid UTF-8 (byte {exc.start})") from None
         return data, st

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker import flowlog, overview
+from worker.errors import OverviewError
 from worker.overview import Overview
 
 Piece = bytes | memoryview
@@ -70,9 +71,15 @@ def edit(
 
 def save(path: Path, pieces: Sequence[Piece]) -> None:
     """Replace the file in one rename: a dead process leaves the old or the new text, never half of
-    one. Not fsynced (see `journal`). OSError when it cannot be written."""
+    one. Not fsynced (see `journal`). OSError when it cannot be written, OverviewError when the spare
+    cannot be made."""
     spare = path.with_name(f".{path.name}.spare")
-    fd = _open_spare(spare)
+    try:
+        fd = _open_spare(spare)
+    except OSError as exc:  # something that is not ours sits there: say where
+        raise OverviewError(
+            f"cannot write {spare.name} (the overview's next version): {exc.strerror}"
+        ) from None
     try:
         with contextlib.suppress(FileNotFoundError):  # the overview keeps its mode, whichever inode
             os.fchmod(fd, stat.S_IMODE(os.stat(path, follow_symlinks=False).st_mode))
