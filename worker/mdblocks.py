@@ -116,8 +116,9 @@ def find(
         text, whole = _prefix(src, size)
         tokens = block_tokens(text)
         found = sections(text, tokens)
-        # Only the last line of a prefix can change meaning further on (a setext underline after
-        # it); a heading that ends before it is final.
+        # A heading the prefix holds whole is one in the whole text too (the one rule that looks past
+        # a line, the setext underline, puts that line inside the heading); as a margin, one line of
+        # the prefix must follow it.
         last = text.rfind("\n", 0, len(text) - 1) + 1
         heads = [s for s in found if whole or s.body_start <= last]
         flow = next((s for s in heads if s.title == FLOW_LOG), None)
