@@ -346,8 +346,8 @@ def check_files(kind: str, before: dict, after: dict) -> None:
         assert after == before
         return
     appended = {"_signal_history.jsonl", "session.log"}
-    # _worker.json: how the run ended; the spare: the overview's next write (`splice`)
-    own = (".samocode.lease", ".samocode.lock", "_worker.json", "._overview.md.spare")
+    # _worker.json: how the run ended
+    own = (".samocode.lease", ".samocode.lock", "_worker.json")
     for rel, old in before.items():
         new = after.get(rel)
         if rel in appended and isinstance(old, bytes) and isinstance(new, bytes):

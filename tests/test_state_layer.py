@@ -5,6 +5,7 @@ contents, and a table over a 10,000-line log. Then the spliced write and its rea
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -247,39 +248,41 @@ def test_a_replayed_line_is_not_appended_twice():
     assert twice.count("[new @ x] y") == 1
 
 
-# -- the spliced write: one rename, the old file kept as the next spare -----------------------------
+# -- the spliced write: a fresh file, one rename, the old one freed off the critical path ------------
 
 
-def test_a_write_goes_through_the_spare_and_the_old_file_becomes_the_next_spare(tmp_path):
-    path, spare = tmp_path / "_overview.md", tmp_path / "._overview.md.spare"
+def _settled(folder):
+    """The folder's names once the thread freeing the old overview is done."""
+    for thread in threading.enumerate():
+        if thread.name == "free-old-overview":
+            thread.join(5)
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_write_is_a_fresh_file_and_the_old_one_is_unlinked_after_the_rename(tmp_path):
+    path = tmp_path / "_overview.md"
     path.write_bytes(b"one\n")
-    first = os.stat(path).st_ino
-    splice.save(path, [b"tw", memoryview(b"o\n")])
-    assert path.read_bytes() == b"two\n" and os.stat(spare).st_ino == first
-    splice.save(path, [b"three\n"])
-    assert path.read_bytes() == b"three\n" and os.stat(path).st_ino == first  # its pages reused
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["._overview.md.spare", "_overview.md"]
+    for text in (b"two\n", b"three\n"):
+        before = os.stat(path).st_ino
+        splice.save(path, [text[:2], memoryview(text[2:])])
+        assert path.read_bytes() == text
+        assert os.stat(path).st_ino != before  # a new file: nothing a reader holds is rewritten
+    assert _settled(tmp_path) == ["_overview.md"]
 
 
-def test_a_spare_linked_elsewhere_or_not_a_file_is_never_written_through(tmp_path):
-    path, spare = tmp_path / "_overview.md", tmp_path / "._overview.md.spare"
-    path.write_bytes(b"one\n")
-    (tmp_path / "elsewhere.md").write_bytes(b"keep me\n")
-    os.link(tmp_path / "elsewhere.md", spare)
-    splice.save(path, [b"two\n"])
-    target = tmp_path / "target.md"
-    target.write_bytes(b"keep me too\n")
-    spare.unlink()
-    spare.symlink_to(target)
-    splice.save(path, [b"three\n"])
+def test_a_reader_holding_the_old_file_keeps_reading_the_old_text(tmp_path):
+    path = tmp_path / "_overview.md"
+    path.write_bytes(b"one\n" * 1000)
+    with open(path, "rb") as held:
+        splice.save(path, [b"two\n"])
+        splice.save(path, [b"three\n"])
+        assert held.read() == b"one\n" * 1000
     assert path.read_bytes() == b"three\n"
-    assert (tmp_path / "elsewhere.md").read_bytes() == b"keep me\n"
-    assert target.read_bytes() == b"keep me too\n"
 
 
 def test_a_read_of_a_file_swapped_out_meanwhile_is_read_again(tmp_path, monkeypatch):
-    """A reader that opened the old overview may read it while a later write reuses its inode as
-    the spare: it notices that the file it read is no longer the overview and reads again."""
+    """A reader that read the overview while writes replaced it checks, after reading, that the file
+    it read is still the overview, and reads again when it is not."""
     path = tmp_path / "_overview.md"
     path.write_bytes(b"## Status\nPhase: testing\n")
     real = overview._read_once
@@ -379,13 +382,14 @@ def test_a_file_system_without_hard_links_still_gets_its_write(tmp_path, monkeyp
     assert path.read_bytes() == b"three\n"
 
 
-def test_a_directory_where_the_spare_goes_is_a_reason_naming_it(tmp_path):
+def test_a_directory_where_the_new_file_goes_is_a_reason_naming_it(tmp_path):
     from worker import journal
 
     path = tmp_path / "_overview.md"
     path.write_text("## Status\nPhase: testing\n")
-    (tmp_path / "._overview.md.spare").mkdir()
-    (tmp_path / "._overview.md.spare" / "x").write_text("x")
-    with pytest.raises(OverviewError, match=r"cannot write \._overview\.md\.spare"):
+    temp = tmp_path / f"._overview.md.{os.getpid()}.tmp"
+    temp.mkdir()
+    (temp / "x").write_text("x")
+    with pytest.raises(OverviewError, match=rf"cannot write \._overview\.md\.{os.getpid()}\.tmp"):
         journal.apply_change(path, {"Iteration": "2"}, [])
     assert path.read_text() == "## Status\nPhase: testing\n"

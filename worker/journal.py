@@ -24,9 +24,9 @@ That is a choice, kept after measuring: an fsync of the history line and one of 
 children, and the overview's grows with its size, which is what `splice` keeps flat. What a power cut
 can lose is the last seconds of writes: the next start then finds the marker (or not) and re-runs or
 records the iteration as this docstring says, and the child's own edits and commits, never fsynced
-either, are lost alike. The overview is written into a reused spare file (`splice`), so after a power
-cut it may also hold parts of two versions; when that is not a usable overview, the worker stops and
-says why. The session's first overview (`workspace`) is fsynced: it is written once.
+either, are lost alike. The overview itself is always a fresh file renamed over the old one
+(`splice`), which ext4 writes out before the rename: a power cut leaves its old or its new text.
+The session's first overview (`workspace`) is fsynced: it is written once.
 """
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ from worker.spend import Spend
 RECENT = 500
 # Journaled events after which the iteration is over: replaying one completes the iteration.
 FINAL_EVENTS = frozenset({"interrupted", "provider_failed"})
-_TMP = re.compile(r"^\.(?:_overview\.md|\.samocode\.iteration\.json)\.(?P<pid>\d+)\.tmp$")
+# Temp files of a writer that died: a new text not yet renamed in, or an old overview kept for freeing.
+_TMP = re.compile(r"^\.(?:_overview\.md|\.samocode\.iteration\.json)\.(?P<pid>\d+)(?:\.old)?\.tmp$")
 
 
 # -- history lines -------------------------------------------------------------------------------
@@ -101,8 +102,9 @@ def apply_change(path: Path, fields: Mapping[str, str | None], flow: Sequence[st
             pieces = splice.edit(doc.data, doc.ov, fields, flow)
             if pieces is not None:
                 splice.save(path, pieces)
-    except OSError as exc:  # the lock file or the spare cannot be made
-        raise OverviewError(f"cannot write _overview.md: {exc.strerror}") from None
+    except OSError as exc:  # the lock file or the new file cannot be made
+        name = Path(exc.filename).name if exc.filename else path.name
+        raise OverviewError(f"cannot write {name}: {exc.strerror}") from None
 
 
 def commit(

@@ -171,8 +171,8 @@ def read_bytes(path: Path, head: int = 0) -> tuple[bytes, os.stat_result]:
     content, is an OverviewError. With `head`, at most the first `head` bytes, not checked."""
     for _ in range(5):
         data, st = _read_once(path, head)
-        # `splice` reuses the inode it swaps out for its next write: bytes read from an inode that is
-        # no longer the overview, or changed since, may be half of that write. Read again then.
+        # A child's editor may rewrite the file in place while `status` reads it: bytes read from an
+        # inode that changed since, or is no longer the overview, may be half of that write.
         with contextlib.suppress(OSError):
             if not same_file(os.stat(path, follow_symlinks=False), st):
                 continue

@@ -7,10 +7,11 @@ An edit is the old bytes around a few new ones, written piece by piece: no text 
 is built. Appending Flow Log lines also finds where the log ends (`flowlog`), with fast byte searches,
 only when there are lines to append.
 
-The spare. Writing a fresh 1 MB file and freeing the old one cost the kernel 1 to 1.5 ms, most of it
-in freeing the old file's pages. So the new text goes into a spare file whose pages already exist, the
-spare becomes the overview in one rename, and the old overview becomes the next spare. A reader that
-opened the old inode checks, after reading, that it is still the overview (`overview.read_bytes`).
+Freeing the old file. Renaming a fresh 1 MB file over the old one makes the rename free the old
+file's pages, 0.5 to 1 ms of kernel time between two children. So the old file is first linked under a
+temporary name, and that link is removed by a short thread while the worker goes on to the next child.
+The new text is always a fresh file: no byte of a file a reader may hold is ever rewritten, and ext4
+writes a file renamed over another out before the rename, so a power cut leaves the old or the new text.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from worker import flowlog, overview
-from worker.errors import OverviewError
 from worker.overview import Overview
 
 Piece = bytes | memoryview
@@ -71,56 +72,30 @@ def edit(
 
 def save(path: Path, pieces: Sequence[Piece]) -> None:
     """Replace the file in one rename: a dead process leaves the old or the new text, never half of
-    one. Not fsynced (see `journal`). OSError when it cannot be written, OverviewError when the spare
-    cannot be made."""
-    spare = path.with_name(f".{path.name}.spare")
+    one. Not fsynced (see `journal`). OSError when it cannot be written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
-        fd = _open_spare(spare)
-    except OSError as exc:  # something that is not ours sits there: say where
-        raise OverviewError(
-            f"cannot write {spare.name} (the overview's next version): {exc.strerror}"
-        ) from None
-    try:
-        with contextlib.suppress(FileNotFoundError):  # the overview keeps its mode, whichever inode
+        with contextlib.suppress(FileNotFoundError):  # the overview keeps its mode
             os.fchmod(fd, stat.S_IMODE(os.stat(path, follow_symlinks=False).st_mode))
-        pos = 0
         for piece in pieces:
             view = memoryview(piece)
             while view:
-                written = os.pwrite(fd, view, pos)
-                pos += written
-                view = view[written:]
-        os.ftruncate(fd, pos)
+                view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
-    # The old overview stays linked under a temporary name (swept at start-up, should this process
-    # die here) so that the rename does not free it, and becomes the next spare.
-    keep = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(keep)
+    # Swept at start-up should this process die before the thread removes it (`journal`).
+    old = path.with_name(f".{path.name}.{os.getpid()}.old.tmp")
+    _remove(old)
     try:
-        os.link(path, keep, follow_symlinks=False)
-    except OSError:  # no overview (a restore moved it aside), or no hard links on this file system
-        os.replace(spare, path)
+        os.link(path, old, follow_symlinks=False)
+    except OSError:  # no overview yet (a restore moved it aside), or no hard links here
+        os.replace(tmp, path)
         return
-    os.replace(spare, path)
-    os.replace(keep, spare)
+    os.replace(tmp, path)
+    threading.Thread(target=_remove, args=(old,), name="free-old-overview").start()
 
 
-def _open_spare(spare: Path) -> int:
-    """The spare, opened for writing over its old pages; a new one when it is missing or is anything
-    but a file of ours alone (a link to it elsewhere would be written through)."""
-    flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(spare, flags)
-    except FileNotFoundError:
-        return os.open(spare, flags | os.O_CREAT | os.O_EXCL, 0o644)
-    except OSError:  # a symlink, a directory, no permission
-        fd = -1
-    if fd >= 0:
-        st = os.fstat(fd)
-        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
-            return fd
-        os.close(fd)
-    os.unlink(spare)
-    return os.open(spare, flags | os.O_CREAT | os.O_EXCL, 0o644)
+def _remove(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
