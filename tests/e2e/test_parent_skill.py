@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 TASK = "Add feature.txt"
 CLI_TIMEOUT = 600  # a whole session through both gates takes about 1-2 minutes here
 OUTLIVE_TIMEOUT = 180
-DONE_ITERATION_S = 4  # longer than watch's 1 s poll
+DONE_ITERATION_S = 3  # longer than watch's 1 s poll and a launcher's start-up
 
 
 def child_script(prompt: str) -> list:

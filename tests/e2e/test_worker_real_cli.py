@@ -226,7 +226,7 @@ def test_hung_api_is_ended_by_the_idle_watchdog(tmp_path, claude_bin):
             claude_env(tmp_path / "home", server.port, api_timeout_ms=600_000),
             tmp_path,
             CLAUDE_PATH=str(claude_bin),
-            SAMOCODE_IDLE_TIMEOUT="5",
+            SAMOCODE_IDLE_TIMEOUT="3",
             SAMOCODE_MAX_RETRIES="0",
         )
         started = time.monotonic()
@@ -235,4 +235,4 @@ def test_hung_api_is_ended_by_the_idle_watchdog(tmp_path, claude_bin):
     assert result.returncode == 5, result.stdout + result.stderr
     history = _history(sessions)
     assert history[0]["failure"] == "idle" and history[0]["ending"] == "idle"
-    assert elapsed < 5 + 2 + 20, elapsed
+    assert elapsed < 3 + 2 + 20, elapsed
