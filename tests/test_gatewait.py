@@ -236,7 +236,7 @@ def test_a_restart_does_not_apply_an_old_update_again(project, bot):
     offset = json.loads((project.session_dir("again") / ".samocode.telegram.json").read_text())["offset"]
     assert offset == note + 1
     bot.requests.clear()
-    with worker(project, "again", env_of(bot.url, wait=2)) as proc:
+    with worker(project, "again", env_of(bot.url, wait=1)) as proc:
         out, err = proc.communicate(timeout=30)
     assert proc.returncode == 4, (out, err)
     polls = bot.calls("getUpdates")
@@ -262,10 +262,10 @@ def test_a_parent_approve_during_the_wait_ends_it(project, bot):
 def test_the_wait_runs_out_with_exit_3(project, bot):
     project.scenario(by_phase=TO_PLAN_WAIT)
     started = time.monotonic()
-    result = project.worker("late", "--task", "t", env=env_of(bot.url, wait=2))
+    result = project.worker("late", "--task", "t", env=env_of(bot.url, wait=1))
     assert result.returncode == 3, result.stderr
     assert "waiting for plan_approval" in result.stdout
-    assert 2 <= time.monotonic() - started < 30
+    assert 1 <= time.monotonic() - started < 30
     assert message_saying(bot, "The worker stopped waiting for plan_approval")
     assert not (project.session_dir("late") / ".samocode.gatewait.json").exists()
 
@@ -281,7 +281,7 @@ def test_with_the_bot_api_down_a_parent_command_or_the_timeout_still_ends_the_wa
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, (out, err)
     project.scenario(by_phase=TO_PLAN_WAIT)
-    result = project.worker("down2", "--task", "t", env=env_of(down, wait=2))
+    result = project.worker("down2", "--task", "t", env=env_of(down, wait=1))
     assert result.returncode == 3 and TOKEN not in result.stdout + result.stderr
 
 

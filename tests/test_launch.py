@@ -372,7 +372,7 @@ def test_stop_with_no_worker_says_so_and_exits_0(project):
 def test_stop_gives_up_after_its_timeout_with_6_and_a_second_stop_finishes(project, started):
     make(project, "s", {"Phase": "quality"})
     project.scenario(sequence=[{"sleep": 60, "ignore_term": True}], by_phase=TO_DONE)
-    env = {"SAMOCODE_KILL_GRACE": "3"}  # the child ignores TERM: the worker needs 3 s to KILL it
+    env = {"SAMOCODE_KILL_GRACE": "1.5"}  # the child ignores TERM: the worker needs 1.5 s to KILL it
     first = project.run("start", "--config", str(project.config), "--session", "s", env=env)
     assert first.returncode == 0, first.stderr
     pid = int(STARTED.fullmatch(first.stdout)["pid"])
