@@ -136,6 +136,7 @@ def project(tmp_path: Path, python_bin: Path, repo_template: Path) -> Project:
         SAMOCODE_RETRY_DELAY="0.05",
         SAMOCODE_KILL_GRACE="1",
         SAMOCODE_STALL_ITERATIONS="0",
+        SAMOCODE_TEST_WATCH_POLL="0.1",  # `watch` looks 10 times a second, not once
     )
     p = Project(tmp_path, main_repo, tmp_path / "wt", tmp_path / "sessions", config, env, scenario, record)
     p.scenario()

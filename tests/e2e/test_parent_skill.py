@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 TASK = "Add feature.txt"
 CLI_TIMEOUT = 600  # a whole session through both gates takes about 1-2 minutes here
 OUTLIVE_TIMEOUT = 180
-DONE_ITERATION_S = 3  # longer than watch's 1 s poll and a launcher's start-up
+DONE_ITERATION_S = 3  # longer than a watch's poll and a launcher's start-up
 
 
 def child_script(prompt: str) -> list:
@@ -114,6 +114,7 @@ def parent_env(home: Path, port: int, claude: Path, tmp_path: Path) -> dict[str,
         SAMOCODE_RETRY_DELAY="0.2",
         SAMOCODE_KILL_GRACE="2",
         SAMOCODE_STALL_ITERATIONS="0",
+        SAMOCODE_TEST_WATCH_POLL="0.2",  # the parent's watches return soon after each change
     )
     return env
 
