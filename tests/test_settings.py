@@ -3,12 +3,17 @@ and `samocode config` saying where each value came from, secrets masked."""
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from dotenv import dotenv_values
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from worker import envfile
 from worker.config import ENVIRONMENT, load_settings, sources, user_env_path
 from worker.errors import ConfigError
 
@@ -115,3 +120,50 @@ def test_config_command_prints_sources_and_never_the_token(files: dict[str, Path
     assert f"TELEGRAM_CHAT_ID=42  ({files['user']})" in lines
     assert "TELEGRAM_API_BASE=http://127.0.0.1:9  (environment)" in lines
     assert TOKEN not in done.stdout + done.stderr and "SECRET" not in done.stdout
+
+
+# -- the plain reader and dotenv ---------------------------------------------------------------------------
+
+_KEY = st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True)
+_PLAIN_VALUE = st.text("aZ09_./:@%+,~=-", max_size=12)
+_PLAIN_LINE = st.one_of(
+    st.tuples(_KEY, _PLAIN_VALUE).map("=".join),
+    st.text(max_size=12).filter(lambda t: "\n" not in t and "\r" not in t).map(lambda t: "#" + t),
+    st.just(""),
+)
+# A plain line with something put in that dotenv reads otherwise, or the plain reader must decline.
+_ODD = st.sampled_from([*"'\" #$\\\r\t\x0b\u00e9\ufeff=", "export ", " #", "\r\n", "${A}"])
+
+
+def _put(line: str, odd: str, where: str | int) -> str:
+    at = {"start": 0, "value": line.find("=") + 1, "end": len(line)}.get(
+        str(where), hash(where) % (len(line) + 1)
+    )
+    return line[:at] + odd + line[at:]
+
+
+# Put where a value or a line starts or ends, or anywhere.
+_NEAR_PLAIN = st.builds(
+    _put, _PLAIN_LINE, _ODD, st.one_of(st.sampled_from(["start", "value", "end"]), st.integers(0, 20))
+)
+
+
+@given(st.lists(_PLAIN_LINE, max_size=8), st.booleans())
+def test_a_plain_file_reads_as_dotenv_reads_it(lines: list[str], final_newline: bool) -> None:
+    text = "\n".join(lines) + ("\n" if final_newline else "")
+    assert envfile.plain(text) == dotenv_values(stream=io.StringIO(text), interpolate=False)
+
+
+@settings(max_examples=500)
+@given(st.lists(st.one_of(_PLAIN_LINE, _NEAR_PLAIN), max_size=4))
+def test_the_plain_reader_declines_what_it_would_read_otherwise(lines: list[str]) -> None:
+    text = "\n".join(lines)
+    found = envfile.plain(text)
+    assert found is None or found == dotenv_values(stream=io.StringIO(text), interpolate=False)
+
+
+def test_a_file_that_is_not_plain_is_read_by_dotenv(tmp_path: Path) -> None:
+    path = tmp_path / ".samocode"
+    path.write_text("export A=1\nB='two words'\nC=x # note\nD=plain\nE\n")
+    assert envfile.plain(path.read_text()) is None
+    assert envfile.read(path, []) == {"A": "1", "B": "two words", "C": "x", "D": "plain"}

@@ -13,6 +13,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from worker import envfile
 from worker.errors import ConfigError
 
 INSTALL_ROOT = Path(__file__).resolve().parent.parent
@@ -27,22 +28,6 @@ class Project:
     main_repo: Path
     worktrees: Path
     sessions: Path
-
-
-def _read_env_file(path: Path, problems: list[str]) -> dict[str, str]:
-    from dotenv import dotenv_values  # imported here: start-up time matters
-
-    try:
-        raw = path.read_bytes()
-        raw.decode("utf-8")
-    except UnicodeDecodeError:
-        problems.append(f"{path}: not a UTF-8 text file")
-        return {}
-    except OSError as exc:
-        problems.append(f"{path}: cannot read ({exc.strerror})")
-        return {}
-    values = dotenv_values(path, interpolate=False)
-    return {k: v for k, v in values.items() if v is not None}
 
 
 def _expanded(path: Path, what: str) -> Path:
@@ -70,7 +55,7 @@ def load_project(path: Path) -> Project:
     if not path.is_file():
         raise ConfigError(f"{path}: not a file")
     problems: list[str] = []
-    values = _read_env_file(path, problems)
+    values = envfile.read(path, problems)
     resolved: dict[str, Path] = {}
     for key in REQUIRED_KEYS:
         value = (values.get(key) or "").strip()
@@ -225,7 +210,7 @@ def raw_values(environ: Mapping[str, str], problems: list[str]) -> dict[str, tup
     found: dict[str, tuple[str, str]] = {}
     for path in reversed(settings_files(environ)):  # weakest first: stronger ones overwrite
         if path.is_file():
-            found.update({k: (v, str(path)) for k, v in _read_env_file(path, problems).items()})
+            found.update({k: (v, str(path)) for k, v in envfile.read(path, problems).items()})
     found.update({k: (v, ENVIRONMENT) for k, v in environ.items() if v != ""})
     return found
 

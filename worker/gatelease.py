@@ -18,13 +18,16 @@ import datetime as dt
 import json
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from worker.errors import SessionLocked
 from worker.session import Lease, SessionPaths, lease_holder
+
+if TYPE_CHECKING:
+    import threading
 
 LABEL = "gate-wait"  # the lease's fourth word while a worker waits ("PID STAMP worker gate-wait")
 WAIT_FILE = ".samocode.gatewait.json"

@@ -1,15 +1,13 @@
-"""`_overview.md`: its Status section parsed with mistune and edited field by field; the one safe
-reader of the file.
+"""`_overview.md`: its Status section parsed with mistune and edited field by field; its one safe reader.
 
 The worker owns a few Status fields (Phase, Iteration, Total Iterations, Blocked, Waiting For,
 Total Cost, and Last Action/Next when it decides something itself) and appends its own Flow Log
 lines. Every other byte (headings, the agent's notes, CRLF endings, unicode, `Phase:` lines in
 code blocks or other sections) is left exactly as it was.
 
-Only the head of the text is parsed and, when it comes as bytes, decoded: the Status section and the
-Flow Log's heading sit near the top, so mistune parses a prefix that grows until it holds them. There
-are no caches: every call works from the text it is given. The Flow Log itself is `flowlog`'s, and
-writing the file back `splice`'s.
+Only the head of the text is parsed (and, from bytes, decoded): the Status section and the Flow Log's
+heading sit near the top, so mistune parses a prefix that grows until it holds them. No caches: every
+call works from the text it is given. The Flow Log itself is `flowlog`'s; writing the file back, `splice`'s.
 """
 
 from __future__ import annotations
@@ -22,10 +20,13 @@ import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from worker.errors import OverviewError
 from worker.mdblocks import STATUS, Section, find
-from worker.phases import Phase, SessionState, parse_phase
+
+if TYPE_CHECKING:
+    from worker.phases import SessionState
 
 MAX_OVERVIEW_BYTES = 16 * 1024 * 1024
 MAX_FIELD = 1000  # characters of one Status value: a child's 60 KB reason stays in the history
@@ -56,6 +57,8 @@ class Overview:
         return field.value if field else default
 
     def state(self) -> SessionState:
+        from worker.phases import SessionState, parse_phase  # here: status, watch and sessions need no phases
+
         phase = parse_phase(self.get("phase"))
         if phase is None:
             raise OverviewError(f"unknown phase '{self.get('phase')}' in the Status section")
@@ -265,6 +268,8 @@ def locked(session_dir: Path) -> Iterator[None]:
 def render_new(
     name: str, started: str, working_dir: str, task: str, dive: str, first_entry: str, nl: str = "\n"
 ) -> str:
+    from worker.phases import Phase  # here: status, watch and sessions need no phases
+
     none = "_(none given)_"
     lines = [
         f"# Session: {name}",
