@@ -1,8 +1,6 @@
 """Thin entry point: `python main.py ...` from a checkout."""
 
-import sys
-
-from worker.cli import main
+from worker.cli import entry
 
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

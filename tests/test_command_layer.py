@@ -1,9 +1,11 @@
-"""The command layer: the grammar built for one subcommand parses as the whole one; every command
-that changes a session writes through the journal (a torn history line before it stays one line)
-and never blocks on a FIFO; `status` starts git only where there is a repository to ask."""
+"""The command layer: the grammar built for one subcommand parses as the whole one, its help as wide
+as argparse makes it; every command that changes a session writes through the journal (a torn history
+line before it stays one line) and never blocks on a FIFO; `status` starts git only where there is a
+repository to ask."""
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import datetime as dt
 import io
@@ -68,6 +70,21 @@ def test_the_grammar_built_for_one_subcommand_parses_as_the_whole_one(argv):
 def test_the_top_level_help_lists_every_subcommand():
     _, text = _outcome(parse_args, ["--help"])
     assert all(name in text for name in SUBCOMMANDS), text
+
+
+@pytest.mark.parametrize("columns", [None, "0", "wide", "37", "200"])
+@pytest.mark.parametrize("only", [None, "status", "answer"])
+def test_help_is_as_wide_as_argparses_own_formatter_makes_it(monkeypatch, columns, only):
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    parser = build_parser(only)
+    helper = parser if only is None else parser._subparsers._group_actions[0].choices[only]  # type: ignore[union-attr]
+    assert helper.formatter_class is not argparse.HelpFormatter
+    ours = helper.format_help()
+    helper.formatter_class = argparse.HelpFormatter
+    assert helper.format_help() == ours
 
 
 # -- every command writes through the journal -----------------------------------------------------------
