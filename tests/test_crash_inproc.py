@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import signal
+import threading
 from typing import Any
 
 import pytest
@@ -51,6 +52,14 @@ def run_killed_at(loop: InProc, name: str, point: str) -> int:
     return -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 
 
+def settle() -> None:
+    """Wait for this process's non-daemon threads, as a worker's exit does: an overview write frees
+    its old copy (a `.old.tmp` link) in one, and a live process's link is not a leftover."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join(timeout=2)
+
+
 def drive_inproc(loop: InProc, name: str, point: str | None = None) -> list[int]:
     """`drive` in-process: with a `point`, the first run (and each until the kill fired) in a fork
     armed at it."""
@@ -60,6 +69,7 @@ def drive_inproc(loop: InProc, name: str, point: str | None = None) -> list[int]
         code = run_killed_at(loop, name, point) if point and armed else int(loop.run(name).code)
         codes.append(code)
         if code == ExitCode.DONE:
+            settle()
             return codes
         if code == ExitCode.WAITING:
             commands.approve(SessionPaths(loop.session(name)), dt.datetime.now())
