@@ -9,7 +9,6 @@ parse_mode, so no markup can be rejected or misread.
 from __future__ import annotations
 
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +42,8 @@ class LastIteration:
 
 
 def host() -> str:
+    import socket  # here: 2 ms of start-up, and only a message needs it
+
     return socket.gethostname().split(".")[0] or "?"
 
 

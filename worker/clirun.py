@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from typing import TextIO
 
 from worker.errors import ConfigError, ExitCode
@@ -86,7 +87,7 @@ def stop(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from worker import launch, runrecord
+    from worker import runrecord
 
     started_at = runrecord.now_iso()
     settings, project, provider, paths, exists = _prepare(args)
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
         report=report,
         log=log.info,
         stop_code=stop_code,
-        ready=launch.readiness(args.ready_fd),
+        ready=_readiness(args.ready_fd),
         ended=runrecord.recorder(paths, started_at, log.warning),
     )
     try:
@@ -164,6 +165,16 @@ def run(args: argparse.Namespace) -> int:
     stream = sys.stdout if outcome.code in (ExitCode.DONE, ExitCode.WAITING, ExitCode.LIMIT) else sys.stderr
     _say(f"samocode: {outcome.code.name.lower()}: {outcome.message}", stream)
     return int(outcome.code)
+
+
+def _readiness(fd: int | None) -> Callable[[], None]:
+    """The callback that tells `start` the worker got going; without `start`'s pipe there is no one to
+    tell, and launch is not imported (start-up time)."""
+    if fd is None:
+        return lambda: None
+    from worker import launch
+
+    return launch.readiness(fd)
 
 
 def _say(line: str, stream: TextIO | None = None) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import time
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 _MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
 _RESET = re.compile(
@@ -39,6 +38,8 @@ def _zone(name: str | None) -> dt.tzinfo | None:
         return None
     if name.upper() in ("UTC", "GMT", "Z"):
         return dt.timezone.utc
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError  # here: 2 ms of start-up, and rarely needed
+
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):

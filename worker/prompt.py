@@ -5,7 +5,8 @@ way round."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,18 +30,51 @@ def agent_path(phase: Phase, root: Path = INSTALL_ROOT) -> Path:
     return root / "agents" / f"{phase.value}-agent.md"
 
 
-def load_agent(phase: Phase, root: Path = INSTALL_ROOT) -> AgentSpec:
-    import frontmatter  # imported here: yaml is slow to import and start-up time matters
-    import yaml
+# Frontmatter as the shipped agent files write it: `key: value` lines, each value plain words or one
+# double-quoted line without escapes, closed by `---`. YAML reads every such value as that text.
+_PLAIN_FRONTMATTER = re.compile(
+    r"---\n((?:[a-z][a-z_]*: "
+    r'(?:[A-Za-z](?:[A-Za-z0-9 _,./()-]*[A-Za-z0-9_,./()-])?|"[ !#-\[\]-~]*")\n)+)---(?:\n|$)'
+)
+_YAML_WORDS = frozenset({"yes", "no", "true", "false", "on", "off", "null"})  # read as bool or None
 
+
+def plain_frontmatter(text: str) -> tuple[dict[str, str], str] | None:
+    """python-frontmatter's metadata and content for frontmatter of plain lines only, else None."""
+    text = text.replace("\r\n", "\n").strip()  # as python-frontmatter prepares it
+    match = _PLAIN_FRONTMATTER.match(text)
+    if match is None:
+        return None
+    meta: dict[str, str] = {}
+    for line in match[1].splitlines():
+        key, value = line.split(": ", 1)
+        if key in _YAML_WORDS or value.lower() in _YAML_WORDS:
+            return None
+        meta[key] = value[1:-1] if value.startswith('"') else value
+    return meta, text[match.end() :].strip()
+
+
+def load_agent(phase: Phase, root: Path = INSTALL_ROOT) -> AgentSpec:
     path = agent_path(phase, root)
     try:
-        post = frontmatter.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise InstallError(f"agent file {path} cannot be read ({exc.strerror}); reinstall samocode") from None
-    except (yaml.YAMLError, UnicodeDecodeError, ValueError) as exc:
+    except UnicodeDecodeError as exc:
         raise InstallError(f"agent file {path} has broken frontmatter: {exc}") from None
-    meta = post.metadata
+    meta: Mapping[str, object]
+    found = plain_frontmatter(text)
+    if found is not None:
+        meta, content = found
+    else:
+        import frontmatter  # imported here: PyYAML costs start-up 13 ms, and the shipped files are plain
+        import yaml
+
+        try:
+            post = frontmatter.loads(text)
+        except (yaml.YAMLError, ValueError) as exc:
+            raise InstallError(f"agent file {path} has broken frontmatter: {exc}") from None
+        meta, content = post.metadata, post.content
     tools = meta.get("tools") or ()
     if isinstance(tools, str):
         tools = tuple(t.strip() for t in tools.split(",") if t.strip())
@@ -49,7 +83,7 @@ def load_agent(phase: Phase, root: Path = INSTALL_ROOT) -> AgentSpec:
     return AgentSpec(
         name=str(meta.get("name") or f"samocode-{phase.value}"),
         description=str(meta.get("description") or f"samocode {phase.value} phase"),
-        body=post.content.strip() + "\n",
+        body=content.strip() + "\n",
         tools=tuple(str(t) for t in tools),
         model=str(meta.get("model") or ""),
     )
