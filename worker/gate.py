@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worker import history as hist
-from worker import plans, qa
+from worker import plans
 from worker.errors import ExitCode
 from worker.overview import Overview
 from worker.phases import Phase, SessionState
@@ -35,6 +35,8 @@ def check(ov: Overview, state: SessionState, history: list[dict], qa_file: Path)
             f"session is blocked ({reason}); resolve it, then run `unblock` or set 'Blocked: no'",
         )
     if blocked.startswith("waiting"):
+        from worker import qa  # here: only a waiting session needs the _qa.md parser (start-up time)
+
         if state.phase is Phase.PLANNING and plans.waits_for_approval(
             blocked, ov.get("waiting for"), ov.get("next"), history
         ):
