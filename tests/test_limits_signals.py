@@ -1,8 +1,8 @@
 """Issue 13, against the real worker as a subprocess and the fake CLIs: a budget held inside an
 iteration (Claude's --max-budget-usd), the signal's second copy, the pause before a rate-limit window
 closes, and the fallback to the other provider. One subprocess test per rail (and `samocode start`);
-the rest of each rail's behaviour runs in-process in test_loop_limits_inproc.py and
-test_loop_inproc.py (same test names), where an hour's wait takes no time."""
+the rest of each rail's behaviour runs in-process in test_loop_limits_inproc.py,
+test_loop_rails_inproc.py and test_loop_inproc.py (same test names), where an hour's wait takes no time."""
 
 from __future__ import annotations
 
