@@ -1,11 +1,14 @@
 """The worker waits at a gate for a reply from Telegram: the real worker as a subprocess against a
-local stand-in for the Bot API (getUpdates long-polled, buttons, replies, edits)."""
+local stand-in for the Bot API (getUpdates long-polled, buttons, replies, edits); the poller's back-off
+in-process, through its seam."""
 
 from __future__ import annotations
 
 import json
+import logging
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +17,8 @@ import pytest
 from test_commands import QA, TO_DONE, TO_PLAN_WAIT
 from test_notify import TOKEN, FakeTelegram, closed_port, no_proxy, serving  # noqa: F401 (no_proxy: autouse)
 
+from worker.bot import Conversation
+from worker.config import Settings
 from worker.session import SessionPaths
 
 
@@ -206,13 +211,18 @@ def test_request_changes_and_a_reply_send_planning_back_to_work_with_the_note(pr
 
 def test_updates_from_another_chat_are_ignored_and_logged(project, bot):
     project.scenario(by_phase=TO_PLAN_WAIT)
-    with worker(project, "other", env_of(bot.url, wait=3)) as proc:
+    with worker(project, "other", env_of(bot.url)) as proc:
         approve = until(lambda: buttons(bot, "Approve plan"), "the plan's buttons")
+        log_file = project.session_dir("other") / "session.log"
         press(bot, approve, chat=666)
         say(bot, "/status", chat=666)
         say(bot, "/status")  # from the configured chat: answered with the report
+        # The updates are in order: once the report is sent, the two foreign ones were seen.
+        until(lambda: [b for b in bot.calls("sendMessage") if b.get("reply_parameters")], "the report")
+        until(lambda: log_file.read_text().count("(not TELEGRAM_CHAT_ID)") == 2, "the log lines")
+        proc.send_signal(signal.SIGTERM)  # instead of sitting out the wait
         out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 3, (out, err)
+    assert proc.returncode == 143, (out, err)
     assert not [r for r in history(project, "other") if r.get("event") == "approved"]
     assert not bot.calls("answerCallbackQuery")
     [report] = [b["text"] for b in bot.calls("sendMessage") if b.get("reply_parameters")]
@@ -225,14 +235,16 @@ def test_updates_from_another_chat_are_ignored_and_logged(project, bot):
 def test_a_restart_does_not_apply_an_old_update_again(project, bot):
     blocked = {"signal": {"status": "blocked", "reason": "no access", "needs": "access"}}
     project.scenario(by_phase={"investigation": blocked})
-    with worker(project, "again", env_of(bot.url, wait=3)) as proc:
+    with worker(project, "again", env_of(bot.url)) as proc:
         asked = until(lambda: message_saying(bot, "Reply with your direction"), "the blocked message")
         lines = bot.messages[asked]["text"].splitlines()
         assert lines[0] == "samocode · again [investigation]: blocked ⛔"
         assert "Reason: no access" in lines and "Needed: access" in lines
         note = say(bot, "use the read replica")
+        until(lambda: message_saying(bot, "Reply with your direction") != asked, "the second block")
+        proc.send_signal(signal.SIGTERM)  # unblocked, blocked again: no need to sit out this wait
         out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 4, (out, err)  # unblocked, blocked again, then the wait ran out
+    assert proc.returncode == 143, (out, err)
     offset = json.loads((project.session_dir("again") / ".samocode.telegram.json").read_text())["offset"]
     assert offset == note + 1
     bot.requests.clear()
@@ -304,12 +316,14 @@ def test_an_old_button_and_a_refused_action_are_answered_with_the_reason(project
     no_suggestion = QA.replace("**Suggestion:** A\n", "")
     sequence = [QA_THEN_PLAN[0], {**QA_THEN_PLAN[1], "files": {"_qa.md": no_suggestion}}]
     project.scenario(sequence=sequence)
-    with worker(project, "refused", env_of(bot.url, wait=4)) as proc:
+    with worker(project, "refused", env_of(bot.url)) as proc:
         message_id, data = until(lambda: buttons(bot, "Accept all suggestions"), "the Q&A buttons")
         press(bot, (message_id, "0badc0de:approve"))
         press(bot, (message_id, data))
+        until(lambda: len(bot.calls("answerCallbackQuery")) >= 2, "both buttons answered")
+        proc.send_signal(signal.SIGTERM)  # instead of sitting out the wait
         out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 3, (out, err)
+    assert proc.returncode == 143, (out, err)
     old, refused = bot.calls("answerCallbackQuery")
     assert old["show_alert"] and "older message" in old["text"]
     assert refused["show_alert"] and "question Q2 has no suggestion" in refused["text"]
@@ -318,20 +332,31 @@ def test_an_old_button_and_a_refused_action_are_answered_with_the_reason(project
     assert not [r for r in history(project, "refused") if r.get("event") == "answered"]
 
 
-def test_errors_and_rate_limits_from_getupdates_delay_but_do_not_lose_a_reply(project, bot):
+def test_errors_and_rate_limits_from_getupdates_delay_but_do_not_lose_a_reply(tmp_path, bot, caplog):
+    """The poller itself, in-process with its back-off shortened: errors back off, a 429's retry_after
+    is honoured over a shorter back-off, one log line for the lot, and the reply still comes through."""
     limited = {"ok": False, "error_code": 429, "parameters": {"retry_after": 1}}
     bot.poll_replies = [500, 500, (429, limited)]
-    project.scenario(by_phase={**TO_PLAN_WAIT, **TO_DONE})
-    with worker(project, "flaky", env_of(bot.url)) as proc:
-        approve = until(lambda: buttons(bot, "Approve plan"), "the plan's buttons")
-        press(bot, approve)
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, (out, err)
-    polls = [time.monotonic() for path, _, _ in bot.requests if path.endswith("/getUpdates")]
-    assert len(polls) >= 4
-    log = (project.session_dir("flaky") / "session.log").read_text()
+    reply = say(bot, "use the read replica")
+    settings = Settings(telegram_token=TOKEN, telegram_chat_id="42", telegram_api_base=bot.url)
+    talk = Conversation(SessionPaths(tmp_path), settings, threading.Event(), lambda _command: (True, ""))
+    talk.backoff = 0.05  # the product's 1 s (then 2 s, 4 s) shortened; retry_after stays 1 s
+    caplog.set_level(logging.WARNING, logger="samocode.bot")
+    started = time.monotonic()
+    talk.poller.start()
+    try:
+        update = talk.updates.get(timeout=10)
+        took = time.monotonic() - started
+    finally:
+        talk.close()
+        talk.poller.join(timeout=10)
+    assert update["update_id"] == reply and update["message"]["text"] == "use the read replica"
+    assert 1.0 <= took < 5, took  # 0.05 + 0.1, then max(retry_after 1, 0.2) before the fourth poll
+    offsets = [body["offset"] for path, body, _ in bot.requests if path.endswith("/getUpdates")]
+    assert offsets[:4] == [0, 0, 0, 0], offsets  # the failures lost nothing: the same offset again
+    log = "\n".join(r.getMessage() for r in caplog.records)
     assert log.count("telegram getUpdates failed") == 1  # not one line per retry
-    assert TOKEN not in log and TOKEN not in out + err
+    assert TOKEN not in log
 
 
 def test_start_returns_while_the_worker_waits_and_stop_ends_the_wait(project, bot):

@@ -1,13 +1,12 @@
 """The conversation at a gate over the Telegram Bot API: buttons and replies that act.
 
-A poller thread long-polls `getUpdates` (each call bounded in total time and cancelled when the wait
-ends or the worker stops; failures back off, a 429's retry_after is honoured up to a cap) and queues
-the updates; the waiting worker takes them from the queue between its looks at the session. Only
-updates from TELEGRAM_CHAT_ID are acted on; each update's id is saved in the session folder before it
-is acted on, so no update is applied twice, across restarts too. Every action is one of the parent
-commands, run through `act` (which lets go of the lease for it), so its checks and refusals are the
-command line's; the result is shown on the phone (the button answered, the message edited, or a
-reply).
+A poller thread long-polls `getUpdates` (each call bounded in total time and cancelled when the wait ends
+or the worker stops; failures back off, a 429's retry_after is honoured up to a cap) and queues the
+updates; the waiting worker takes them from the queue between its looks at the session. Only updates from
+TELEGRAM_CHAT_ID are acted on; each update's id is saved in the session folder before it is acted on, so
+no update is applied twice, across restarts too. Every action is one of the parent commands, run through
+`act` (which lets go of the lease for it), so its checks and refusals are the command line's; the result
+is shown on the phone (the button answered, the message edited, or a reply).
 """
 
 from __future__ import annotations
@@ -43,6 +42,8 @@ Act = Callable[[Callable[[], str]], tuple[bool, str]]
 
 
 class Conversation:
+    backoff = 1.0  # seconds: the first pause after a failed poll, doubled up to MAX_BACKOFF; tests shorten it
+
     def __init__(self, paths: SessionPaths, settings: Settings, stop: threading.Event, act: Act) -> None:
         self.paths = paths
         self.settings = settings
@@ -260,7 +261,7 @@ class Conversation:
         poll = TelegramNotifier(
             self.settings.telegram_token, self.chat_id, self.settings.telegram_api_base, cancel=self.quit
         )
-        offset, backoff = self.offset, 1.0
+        offset, backoff = self.offset, self.backoff
         while not self.quit.is_set():
             body = {"offset": offset, "timeout": LONG_POLL, "allowed_updates": ["message", "callback_query"]}
             answer = poll.call("getUpdates", body, timeout=LONG_POLL + 10)
@@ -273,7 +274,7 @@ class Conversation:
                 self.quit.wait(min(max(answer.retry_after, backoff), MAX_BACKOFF))
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
-            backoff = 1.0
+            backoff = self.backoff
             for update in answer.result:
                 if isinstance(update, dict) and isinstance(update.get("update_id"), int):
                     offset = max(offset, update["update_id"] + 1)

@@ -62,6 +62,7 @@ def start(
     paths: SessionPaths,
     timeout: float = READY_TIMEOUT,
     env: Mapping[str, str] | None = None,
+    kill_grace: float = KILL_GRACE,
 ) -> Started | EndedAtOnce:
     """Start `command` (a `run` command line; `--ready-fd N` is appended) detached, and wait until
     it is ready or has ended. Raises NotStarted (after stopping it) when it does neither in time.
@@ -101,15 +102,15 @@ def start(
         _let_go(proc)
         return Started(proc.pid, paths.dir, paths.worker_out)
     if said is None:  # neither ready nor ended: stop it, leave no process behind
-        _kill_group(proc)
+        _kill_group(proc, kill_grace)
         raise NotStarted(
             f"the worker (pid {proc.pid}) neither took the session nor exited within {timeout:g} s; "
             f"stopped it (its output: {paths.worker_out})"
         )
     try:
-        code = proc.wait(timeout=KILL_GRACE)  # the pipe closed: it has ended or is ending
+        code = proc.wait(timeout=kill_grace)  # the pipe closed: it has ended or is ending
     except subprocess.TimeoutExpired:
-        _kill_group(proc)
+        _kill_group(proc, kill_grace)
         raise NotStarted(
             f"the worker (pid {proc.pid}) closed its pipe without starting; stopped it "
             f"(its output: {paths.worker_out})"
@@ -176,13 +177,13 @@ def _let_go(proc: subprocess.Popen) -> None:
     proc.returncode = 0
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill_group(proc: subprocess.Popen, grace: float) -> None:
     """TERM, then KILL, to the worker's whole process group (it leads its own)."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)
         with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=KILL_GRACE)
+            proc.wait(timeout=grace)
             return
 
 
