@@ -122,7 +122,8 @@ class RunState:
         self.spend.add(changes.record_fields(record) | {"phase": state.phase.value})
         applied = changes.decision(state, decided, record, extra, self.spend, self.rt.now())
         try:
-            journal.commit(self.paths, applied.change.record, applied.change.fields, applied.change.flow)
+            change = applied.change
+            journal.commit(self.paths, change.record, change.fields, change.flow, self.ws.last_read)
         except OverviewError as exc:
             return self.stop_unreadable(exc.reason)
         if decided.verdict is Verdict.CONTINUE and decided.phase is not state.phase:

@@ -92,13 +92,16 @@ def check_lock(paths: SessionPaths) -> None:
         raise OverviewError(f"cannot lock _overview.md (.samocode.lock: {exc.strerror})") from None
 
 
-def apply_change(path: Path, fields: Mapping[str, str | None], flow: Sequence[str]) -> None:
-    """Set the fields and append the Flow Log lines not yet there; a no-op when it all landed."""
+def apply_change(
+    path: Path, fields: Mapping[str, str | None], flow: Sequence[str], known: splice.Doc | None = None
+) -> None:
+    """Set the fields and append the Flow Log lines not yet there; a no-op when it all landed.
+    `known`: the overview as last read, whose head is not parsed again if the file still holds it."""
     if not fields and not flow:
         return
     try:
         with overview.locked(path.parent):
-            doc = splice.load(path)
+            doc = splice.load(path, known)
             pieces = splice.edit(doc.data, doc.ov, fields, flow)
             if pieces is not None:
                 splice.save(path, pieces)
@@ -112,16 +115,18 @@ def commit(
     record: dict,
     fields: Mapping[str, str | None] | None = None,
     flow: Sequence[str] = (),
+    known: splice.Doc | None = None,
 ) -> dict:
     """History line first (with the change it implies), then the overview. Returns the line written.
 
-    OverviewError when the overview cannot take the change; the history line is written anyway."""
+    OverviewError when the overview cannot take the change; the history line is written anyway.
+    `known` as for `apply_change`."""
     fields = fields or {}
     if fields or flow:
         record = {**record, "overview": {"fields": dict(fields), "flow": list(flow)}}
     append(paths.history, record)
     crash_point("history")
-    apply_change(paths.overview, fields, flow)
+    apply_change(paths.overview, fields, flow, known)
     crash_point("overview")
     return record
 

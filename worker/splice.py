@@ -8,8 +8,9 @@ is built. Appending Flow Log lines also finds where the log ends (`flowlog`), wi
 only when there are lines to append.
 
 Freeing the old file. Renaming a fresh 1 MB file over the old one makes the rename free the old
-file's pages, 0.5 to 1 ms of kernel time between two children. So the old file is first linked under a
-temporary name, and that link is removed by a short thread while the worker goes on to the next child.
+file's pages, 0.5 to 1 ms of kernel time between two children. So an old file of `FREE_APART` bytes or
+more is first linked under a temporary name, and that link is removed by a short thread while the
+worker goes on to the next child; a smaller one is freed by the rename (cheaper than link and thread).
 The new text is always a fresh file: no byte of a file a reader may hold is ever rewritten, and ext4
 writes a file renamed over another out before the rename, so a power cut leaves the old or the new text.
 """
@@ -28,6 +29,9 @@ from worker import flowlog, overview
 from worker.overview import Overview
 
 Piece = bytes | memoryview
+# From this size of the old file on, freeing it apart (link, rename, thread) beats the rename's own
+# freeing; measured here: 0.21 vs 0.09 ms at 3 KB, even at ~300 KB, 0.65 vs 0.85 ms at 1 MB.
+FREE_APART = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -37,9 +41,12 @@ class Doc:
     stat: os.stat_result  # of the file read
 
 
-def load(path: Path) -> Doc:
-    """The overview, read with `overview.read_bytes` (which refuses what it refuses)."""
+def load(path: Path, known: Doc | None = None) -> Doc:
+    """The overview, read with `overview.read_bytes` (which refuses what it refuses). When its bytes
+    are those of `known`, the head is not parsed again: the same bytes have the same Status."""
     data, st = overview.read_bytes(path)
+    if known is not None and data == known.data:
+        return Doc(known.data, known.ov, st)
     return Doc(data, overview.parse(data), st)
 
 
@@ -73,23 +80,30 @@ def edit(
 def save(path: Path, pieces: Sequence[Piece]) -> None:
     """Replace the file in one rename: a dead process leaves the old or the new text, never half of
     one. Not fsynced (see `journal`). OSError when it cannot be written."""
+    try:
+        old_st: os.stat_result | None = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:  # no overview yet: a restore moved it aside
+        old_st = None
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
-        with contextlib.suppress(FileNotFoundError):  # the overview keeps its mode
-            os.fchmod(fd, stat.S_IMODE(os.stat(path, follow_symlinks=False).st_mode))
+        if old_st is not None:  # the overview keeps its mode
+            os.fchmod(fd, stat.S_IMODE(old_st.st_mode))
         for piece in pieces:
             view = memoryview(piece)
             while view:
                 view = view[os.write(fd, view) :]
     finally:
         os.close(fd)
+    if old_st is None or old_st.st_size < FREE_APART:  # the rename frees a small one at once
+        os.replace(tmp, path)
+        return
     # Swept at start-up should this process die before the thread removes it (`journal`).
     old = path.with_name(f".{path.name}.{os.getpid()}.old.tmp")
     _remove(old)
     try:
         os.link(path, old, follow_symlinks=False)
-    except OSError:  # no overview yet (a restore moved it aside), or no hard links here
+    except OSError:  # gone meanwhile, or no hard links here
         os.replace(tmp, path)
         return
     os.replace(tmp, path)

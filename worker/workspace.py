@@ -84,6 +84,11 @@ class Workspace:
         self._before = splice.load(self.paths.overview)
         return self._before.ov
 
+    @property
+    def last_read(self) -> splice.Doc | None:
+        """The overview as `read` last found it: its bytes, its parsed head and the file's status."""
+        return self._before
+
     def restore_if_broken(self, label: str) -> tuple[str, str] | None:
         """After an attempt: an overview the child left unusable (torn by a kill mid-write, its
         Status section gone) is put back as it was at the last `read`, and the child's copy kept
