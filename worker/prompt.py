@@ -5,7 +5,9 @@ way round."""
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +89,25 @@ def load_agent(phase: Phase, root: Path = INSTALL_ROOT) -> AgentSpec:
         tools=tuple(str(t) for t in tools),
         model=str(meta.get("model") or ""),
     )
+
+
+def write_agent_file(path: Path, body: str) -> None:
+    """The agent's text in a file for the CLI, written only when the file does not hold it already:
+    rewriting a file in place waits for the writeback of its last write (1-2 ms between two
+    children here). OSError when it cannot be written."""
+    data = body.encode("utf-8")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # never blocks on a FIFO
+    except OSError:
+        fd = -1
+    if fd >= 0:
+        try:
+            st = os.fstat(fd)
+            if stat.S_ISREG(st.st_mode) and st.st_size == len(data) and os.read(fd, len(data) + 1) == data:
+                return
+        finally:
+            os.close(fd)
+    path.write_bytes(data)
 
 
 def load_workflow(root: Path = INSTALL_ROOT) -> str:

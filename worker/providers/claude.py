@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from worker import signalcopy
-from worker.prompt import compose
+from worker.prompt import compose, write_agent_file
 from worker.providers import IterationRequest, Prepared, child_env, find_executable
 from worker.providers.claude_stream import ClaudeStream
 
@@ -43,7 +43,7 @@ class ClaudeProvider:
         Claude Code's own system prompt (its tool guidance) and we want both."""
         agent = request.agent
         agent_file = request.scratch / f"{agent.name}.agent.md"
-        agent_file.write_text(agent.body, encoding="utf-8")
+        write_agent_file(agent_file, agent.body)
         model = agent.model if agent.model and agent.model != "inherit" else self.model
         argv = [
             self.path,
