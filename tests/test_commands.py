@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from inproc import InProc
 
 from worker import flowlog, overview, watch
 from worker.session import Lease, SessionPaths, holder
@@ -295,12 +296,18 @@ def test_a_running_worker_shows_in_status_locks_out_write_commands_and_ends_watc
 # -- approve ------------------------------------------------------------------------------------
 
 
-def test_approve_then_run_proceeds_through_implementation_to_done(project):
-    project.scenario(by_phase=TO_PLAN_WAIT)
-    assert project.worker("feat", "--task", "Build it").returncode == 3
+@pytest.fixture
+def loop(project, monkeypatch) -> InProc:
+    """The worker in-process (tests/inproc.py) where a test's point is the command, not the worker."""
+    return InProc(project, monkeypatch)
+
+
+def test_approve_then_run_proceeds_through_implementation_to_done(project, loop):
+    loop.scenario(by_phase=TO_PLAN_WAIT)
+    assert loop.run("feat", task="Build it").code == 3
     folder = project.session_dir("feat")
-    calls = len(project.records())
-    assert project.worker("feat").returncode == 3 and len(project.records()) == calls  # still waits
+    calls = len(loop.child.calls)
+    assert loop.run("feat").code == 3 and len(loop.child.calls) == calls  # still waits
 
     result = cmd(project, "approve", "feat")
     assert result.returncode == 0, result.stderr
@@ -327,13 +334,13 @@ def test_approve_then_run_proceeds_through_implementation_to_done(project):
     assert (status["phase"], status["waiting_for"]) == ("implementation", None)
     refused(cmd(project, "approve", "feat"), "phase is implementation", "already approved")
 
-    project.scenario(by_phase=TO_DONE)
-    final = project.worker("feat")
-    assert final.returncode == 0, final.stdout + final.stderr
+    loop.scenario(by_phase=TO_DONE)
+    final = loop.run("feat")
+    assert final.code == 0, final.message
     decisions = [h for h in history(folder) if h.get("decision")]
     assert [d["phase"] for d in decisions][-4:] == ["implementation", "testing", "quality", "done"]
     assert all(d["accepted"] for d in decisions)
-    assert project.records()[calls]["phase"] == "implementation"
+    assert loop.child.calls[calls]["phase"] == "implementation"
 
 
 PLANNING_WAIT = {"Phase": "planning", "Blocked": "waiting_human", "Next": "Await plan approval"}
@@ -445,9 +452,9 @@ def qa_scenario() -> dict:
     }
 
 
-def test_answer_set_then_accept_suggestions_lets_the_worker_go_on(project):
-    project.scenario(by_phase=qa_scenario())
-    assert project.worker("qa", "--task", "t").returncode == 3
+def test_answer_set_then_accept_suggestions_lets_the_worker_go_on(project, loop):
+    loop.scenario(by_phase=qa_scenario())
+    assert loop.run("qa", task="t").code == 3
     folder = project.session_dir("qa")
     assert json.loads(cmd(project, "status", "qa", "--json").stdout)["qa"] == str(folder / "_qa.md")
 
@@ -456,8 +463,8 @@ def test_answer_set_then_accept_suggestions_lets_the_worker_go_on(project):
     assert "answered Q1" in first.stdout and "still waiting: Q2" in first.stdout
     qa = (folder / "_qa.md").read_text()
     assert "**Answer:** C) the sessions table\n" in qa and qa.count("_waiting_") == 1
-    calls = len(project.records())
-    assert project.worker("qa").returncode == 3 and len(project.records()) == calls  # Q2 still waits
+    calls = len(loop.child.calls)
+    assert loop.run("qa").code == 3 and len(loop.child.calls) == calls  # Q2 still waits
 
     refused(cmd(project, "answer", "qa", "--set", "1=B"), "question 1 is already answered", "waiting: Q2")
     second = cmd(project, "answer", "qa", "--accept-suggestions")
@@ -467,14 +474,14 @@ def test_answer_set_then_accept_suggestions_lets_the_worker_go_on(project):
     assert qa == QA.replace("_waiting_", "C) the sessions table", 1).replace("_waiting_", "A")
     assert [r["questions"] for r in history(folder) if r.get("event") == "answered"] == [[1], [2]]
 
-    project.scenario(
+    loop.scenario(
         by_phase={
             "requirements": {"signal": {"status": "continue", "phase": "planning"}},
             "planning": {"signal": {"status": "waiting", "for": "plan_approval"}, "files": PLAN},
         }
     )
-    assert project.worker("qa").returncode == 3
-    assert project.records()[calls]["phase"] == "requirements"
+    assert loop.run("qa").code == 3
+    assert loop.child.calls[calls]["phase"] == "requirements"
     assert ov(folder).get("phase") == "planning"
 
 
@@ -509,15 +516,15 @@ def test_answer_refuses_with_exit_7_and_changes_nothing(project, qa, args, needl
 # -- unblock --------------------------------------------------------------------------------------
 
 
-def test_unblock_clears_a_real_block_and_the_worker_goes_on(project):
-    project.scenario(
+def test_unblock_clears_a_real_block_and_the_worker_goes_on(project, loop):
+    loop.scenario(
         sequence=[{"signal": {"status": "blocked", "reason": "no DB access", "needs": "access"}}],
         by_phase={"investigation": {"signal": {"status": "continue", "phase": "requirements"}}},
     )
-    assert project.worker("b", "--task", "t").returncode == 4
+    assert loop.run("b", task="t").code == 4
     folder = project.session_dir("b")
-    calls = len(project.records())
-    assert project.worker("b").returncode == 4 and len(project.records()) == calls  # still blocked
+    calls = len(loop.child.calls)
+    assert loop.run("b").code == 4 and len(loop.child.calls) == calls  # still blocked
 
     result = cmd(project, "unblock", "b", "--note", "Use the staging DB")
     assert result.returncode == 0, result.stderr
@@ -530,9 +537,9 @@ def test_unblock_clears_a_real_block_and_the_worker_goes_on(project):
     )
     refused(cmd(project, "unblock", "b", "--note", "again"), "session is not blocked (Blocked: no")
 
-    project.scenario(by_phase={"investigation": {"signal": {"status": "blocked", "reason": "again"}}})
-    assert project.worker("b").returncode == 4
-    assert len(project.records()) == calls + 1 and project.records()[calls]["phase"] == "investigation"
+    loop.scenario(by_phase={"investigation": {"signal": {"status": "blocked", "reason": "again"}}})
+    assert loop.run("b").code == 4
+    assert len(loop.child.calls) == calls + 1 and loop.child.calls[calls]["phase"] == "investigation"
 
 
 def test_unblock_restarts_the_count_of_a_phase_that_hit_its_cap(project):
@@ -541,16 +548,16 @@ def test_unblock_restarts_the_count_of_a_phase_that_hit_its_cap(project):
     assert ov(folder).get("iteration") == "1"
 
 
-def test_unblock_of_a_budget_block_says_the_cap_still_applies(project):
-    project.scenario(by_phase={"investigation": {"signal": {"status": "continue", "phase": "investigation"}}})
-    cap = {"SAMOCODE_MAX_COST_USD": "0.01"}  # one fake iteration costs $0.0125
-    assert project.worker("money", "--task", "t", env=cap).returncode == 4
+def test_unblock_of_a_budget_block_says_the_cap_still_applies(project, loop):
+    loop.scenario(by_phase={"investigation": {"signal": {"status": "continue", "phase": "investigation"}}})
+    cap = 0.01  # one fake iteration costs $0.0125
+    assert loop.run("money", task="t", max_cost_usd=cap).code == 4
     folder = project.session_dir("money")
     assert [h["needs"] for h in history(folder) if h.get("decision")][-1] == "budget"
     result = cmd(project, "unblock", "money", "--note", "Spend more")
     assert result.returncode == 0 and "spend cap still applies" in result.stdout
-    calls = len(project.records())
-    assert project.worker("money", env=cap).returncode == 4 and len(project.records()) == calls
+    calls = len(loop.child.calls)
+    assert loop.run("money", max_cost_usd=cap).code == 4 and len(loop.child.calls) == calls
 
 
 @pytest.mark.parametrize(
@@ -591,7 +598,7 @@ def test_watch_ignores_flow_log_edits_and_returns_soon_after_a_status_change(pro
     try:
         time.sleep(0.8)
         edit_in_another_process(folder, {}, ["[001 @ 01-01 00:00] a note outside the Status section"])
-        time.sleep(1.7)
+        time.sleep(0.7)  # 7 of watch's looks (SAMOCODE_TEST_WATCH_POLL=0.1) after the edit
         assert watcher.poll() is None
         edit_in_another_process(folder, {"Last Action": "Child did something"}, [])
         changed = time.monotonic()
