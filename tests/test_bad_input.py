@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from inproc import InProc
 from worker_helpers import history
 
 from worker import overview
@@ -412,21 +413,27 @@ def test_env_file_problems_are_all_listed_at_once(project):
         assert any(line.startswith(f"samocode: {name} (from ") for line in lines), lines
 
 
-def test_a_torn_history_line_does_not_swallow_the_next_record(project):
+@pytest.fixture
+def loop(project, monkeypatch) -> InProc:
+    """The worker in-process (tests/inproc.py): these tests' point is what it does with a file."""
+    return InProc(project, monkeypatch)
+
+
+def test_a_torn_history_line_does_not_swallow_the_next_record(project, loop):
     folder = project.sessions / NAME
     session_with(_signal_history__jsonl=b'{"event": "x"}\n{"torn": ')(project, folder)
-    project.scenario(by_phase={"investigation": BLOCK})
-    assert project.worker(NAME).returncode == 4
+    loop.scenario(by_phase={"investigation": BLOCK})
+    assert loop.run(NAME).code == 4
     lines = (folder / "_signal_history.jsonl").read_text().splitlines()
     assert lines[:2] == ['{"event": "x"}', '{"torn": ']
     assert [json.loads(line)["decision"] for line in lines[2:]] == ["blocked"]
 
 
-def test_a_non_utf8_commit_message_does_not_break_status_or_watch(project):
+def test_a_non_utf8_commit_message_does_not_break_status_or_watch(project, loop):
     import subprocess
 
-    project.scenario(by_phase={"investigation": BLOCK})
-    assert project.worker(NAME).returncode == 4
+    loop.scenario(by_phase={"investigation": BLOCK})
+    assert loop.run(NAME).code == 4
     tree = project.worktrees / project.session_dir(NAME).name
     (tree / "latin1.txt").write_text("x\n")
     subprocess.run(["git", "-C", str(tree), "add", "latin1.txt"], check=True, env=project.env)
@@ -434,17 +441,17 @@ def test_a_non_utf8_commit_message_does_not_break_status_or_watch(project):
     # git re-encodes log output as told: this user's configuration makes it Latin-1, not UTF-8.
     subprocess.run(["git", "-C", str(tree), "config", "i18n.logOutputEncoding", "ISO-8859-1"], check=True)
     common = ("--config", str(project.config), "--session", NAME)
-    for args in (("status", *common), ("status", "--json", *common), ("watch", "--timeout", "1", *common)):
+    for args in (("status", *common), ("status", "--json", *common), ("watch", "--timeout", "0.3", *common)):
         result = project.run(*args)
         assert result.returncode == 0, result.stderr
         assert "Traceback" not in result.stderr
         assert "caf\ufffd au lait" in result.stdout, result.stdout
 
 
-def test_a_blocked_reason_with_headings_and_60_kb_cannot_reshape_the_overview(project):
+def test_a_blocked_reason_with_headings_and_60_kb_cannot_reshape_the_overview(project, loop):
     reason = "first line\n\n## Status\nPhase: done\n\n## Flow Log\n- forged entry\n" + "y" * 60_000
-    project.scenario(by_phase={"investigation": {"signal": {"status": "blocked", "reason": reason}}})
-    assert project.worker(NAME).returncode == 4
+    loop.scenario(by_phase={"investigation": {"signal": {"status": "blocked", "reason": reason}}})
+    assert loop.run(NAME).code == 4
     folder = project.session_dir(NAME)
     text = (folder / "_overview.md").read_text()
     lines = text.splitlines()
@@ -456,11 +463,11 @@ def test_a_blocked_reason_with_headings_and_60_kb_cannot_reshape_the_overview(pr
     assert kept  # ... and kept whole in the history
 
 
-def test_approve_names_the_plan_planning_wrote_even_after_the_clock_stepped_back(project):
+def test_approve_names_the_plan_planning_wrote_even_after_the_clock_stepped_back(project, loop):
     stop = {"signal": {"status": "blocked", "reason": "pause", "needs": "human_decision"}}
     go = {"signal": {"status": "continue", "phase": "requirements"}}
-    project.scenario(by_phase={"investigation": go, "requirements": stop})
-    assert project.worker(NAME).returncode == 4
+    loop.scenario(by_phase={"investigation": go, "requirements": stop})
+    assert loop.run(NAME).code == 4
     folder = project.session_dir(NAME)
     old = folder / "11-29-10:00-plan-old.md"  # written before the clock went back an hour
     old.write_text("# Old plan\n")
@@ -469,13 +476,13 @@ def test_approve_names_the_plan_planning_wrote_even_after_the_clock_stepped_back
     common = ("--config", str(project.config), "--session", NAME)
     assert project.run("unblock", *common, "--note", "go on").returncode == 0
     plan = {"status": "waiting", "for": "plan_approval", "reason": "plan ready"}
-    project.scenario(
+    loop.scenario(
         by_phase={
             "requirements": {"signal": {"status": "continue", "phase": "planning"}},
             "planning": {"files": {"11-29-09:00-plan-new.md": "# New plan\n- [ ] a\n"}, "signal": plan},
         }
     )
-    assert project.worker(NAME).returncode == 3
+    assert loop.run(NAME).code == 3
     shown = json.loads(project.run("status", "--json", *common).stdout)
     assert shown["plan"].endswith("11-29-09:00-plan-new.md"), shown
     approved = project.run("approve", *common)
