@@ -293,7 +293,7 @@ def test_with_the_bot_api_down_a_parent_command_or_the_timeout_still_ends_the_wa
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, (out, err)
     project.scenario(by_phase=TO_PLAN_WAIT)
-    result = project.worker("down2", "--task", "t", env=env_of(down, wait=1))
+    result = project.worker("down2", "--task", "t", env=env_of(down, wait=0.3))
     assert result.returncode == 3 and TOKEN not in result.stdout + result.stderr
 
 

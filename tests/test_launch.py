@@ -262,7 +262,8 @@ def test_start_reports_config_errors_before_detaching(project, started, args, en
 
 def test_start_passes_every_run_option_to_the_worker(project, started):
     stay = {"status": "continue", "phase": "investigation"}
-    project.scenario(by_phase={"investigation": {"sleep": 1, "signal": stay}})
+    # Only the first child takes its time: the worker is alive while its command line is read.
+    project.scenario(sequence=[{"sleep": 1, "signal": stay}], by_phase={"investigation": {"signal": stay}})
     result = start(
         project, "opts", "--task", "the task", "--dive", "the dive", "--timeout", "77",
         "--provider", "claude", "--max-iterations", "2", pids=started,
