@@ -6,6 +6,8 @@ with the environment the Bash tool gives it (no CLAUDE_PLUGIN_DATA, measured). N
 in between: the first command makes the worker's venv in the plugin's data folder from the package
 index this machine reaches (PyPI, or what PIP_INDEX_URL names), a new plugin version reuses it, changed
 dependencies rebuild it, and uninstalling leaves nothing of samocode's beyond the CLI's own cache.
+The tests whose point is not the first build start from a venv made once per session by the same
+bootstrap and copied into the data folder (`made_env`).
 """
 
 from __future__ import annotations
@@ -128,6 +130,26 @@ def installed(claude_bin: Path, tmp_path: Path) -> Installed:
     return inst
 
 
+@pytest.fixture(scope="session")
+def made_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv made once per session by the product's bootstrap, run as the launcher runs it, for the
+    tests whose point is not the build (each first build costs ~8 s of ensurepip and pip). The first-use
+    test and the rebuild on new dependencies still build from scratch."""
+    root = tmp_path_factory.mktemp("made-env")
+    checkout = copy_checkout(root / "samocode")
+    data = root / "data"
+    env = Installed(Path(), checkout, root, root, Path()).bash_tool_env(CLAUDE_PLUGIN_DATA=str(data))
+    bootstrap = ["python3", "-I", checkout / "worker" / "bootstrap.py", "--root", checkout, "--launcher", "x"]
+    done = run(bootstrap, env, root, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return data / "venv"
+
+
+def seed(installed: Installed, venv: Path) -> None:
+    """The data folder as a first use leaves it (a venv run by its bin/python works from any path)."""
+    shutil.copytree(venv, installed.data / "venv", symlinks=True)
+
+
 def project(tmp_path: Path) -> Path:
     repo = tmp_path / "app"
     repo.mkdir()
@@ -155,6 +177,7 @@ def test_first_use_makes_the_env_then_status_and_a_worker_run(installed: Install
     assert progress_lines(first) == [f"{PROGRESS}{installed.data / 'venv'} (first use or new dependencies)"]
     assert first.stdout.strip() == f"no sessions in {tmp_path / 'sessions'}"
     assert (installed.data / "venv" / ".samocode-deps").is_file()
+    assert not (installed.home / ".cache").exists(), "pip left a cache in HOME"
 
     # The worker, with a fake claude that takes its time: start returns while it runs; status sees it.
     scenario = tmp_path / "scenario.json"
@@ -181,8 +204,11 @@ def test_first_use_makes_the_env_then_status_and_a_worker_run(installed: Install
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
 
 
-def test_a_new_version_reuses_the_env_and_new_dependencies_rebuild_it(installed: Installed) -> None:
-    assert progress_lines(installed.launch("config")) != []
+def test_a_new_version_reuses_the_env_and_new_dependencies_rebuild_it(
+    installed: Installed, made_env: Path
+) -> None:
+    seed(installed, made_env)
+    assert progress_lines(installed.launch("config")) == [], "the made env was not taken as ready"
     venv = installed.data / "venv"
     built = (venv / "pyvenv.cfg").stat().st_ino, (venv / ".samocode-deps").read_text()
 
@@ -225,7 +251,10 @@ def test_offline_first_use_says_the_one_command_that_fixes_it(installed: Install
     assert "Traceback" not in done.stderr and done.stdout == ""
 
 
-def test_uninstall_leaves_nothing_of_samocode_beyond_the_clis_cache(installed: Installed) -> None:
+def test_uninstall_leaves_nothing_of_samocode_beyond_the_clis_cache(
+    installed: Installed, made_env: Path
+) -> None:
+    seed(installed, made_env)
     assert installed.launch("config").returncode == 0
     assert (installed.data / "venv").is_dir()
 
