@@ -171,20 +171,20 @@ def test_ctrl_c_during_the_retry_delay_stops_at_once(project):
 # -- deadlines and descendants -------------------------------------------------------------------------
 
 
-def test_a_3s_timeout_is_honoured_within_grace_despite_a_half_line_and_a_child_ignoring_sigterm(project):
+def test_a_short_timeout_is_honoured_within_grace_despite_a_half_line_and_a_child_ignoring_sigterm(project):
     hang = {"spawn": "both", "half_line": True, "ignore_term": True, "sleep": 60}
     project.scenario(by_phase={"investigation": hang})
     started = time.monotonic()
     result = project.worker(
-        "deadline", "--timeout", "3", env={"SAMOCODE_MAX_RETRIES": "0", "SAMOCODE_KILL_GRACE": "1"}
+        "deadline", "--timeout", "1.5", env={"SAMOCODE_MAX_RETRIES": "0", "SAMOCODE_KILL_GRACE": "0.5"}
     )
     elapsed = time.monotonic() - started
     assert result.returncode == 5 and "(timeout)" in result.stderr, result.stderr
     attempt = history(project.session_dir("deadline"))[0]
     assert attempt["ending"] == "timeout" and attempt["failure"] == "timeout"
-    # From the spawn to the last descendant's end: 3 s, then TERM ignored, KILL after the 1 s grace.
-    assert 3 + 1 <= attempt["duration_s"] <= 3 + 1 + 0.75, attempt["duration_s"]
-    assert elapsed < 3 + 1 + 4, elapsed  # plus the worker's own start-up
+    # From the spawn to the last descendant's end: 1.5 s, then TERM ignored, KILL after the 0.5 s grace.
+    assert 1.5 + 0.5 <= attempt["duration_s"] <= 1.5 + 0.5 + 0.75, attempt["duration_s"]
+    assert elapsed < 1.5 + 0.5 + 4, elapsed  # plus the worker's own start-up
     assert sleepers(project.root) == [] and fakes(project.root) == []
 
 
