@@ -304,7 +304,7 @@ def test_sigterm_while_the_bot_api_hangs_stops_the_waiting_worker_at_once(projec
         bot.delay = 60.0  # every call from now on hangs
         until(lambda: len(bot.calls("getUpdates")) >= 1, "a poll")
         say(bot, "/status")  # the reply to it will hang
-        time.sleep(1)
+        until(lambda: [b for b in bot.calls("sendMessage") if b.get("reply_parameters")], "the reply")
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
@@ -373,7 +373,7 @@ def test_start_returns_while_the_worker_waits_and_stop_ends_the_wait(project, bo
         data = until(lambda: (r := report()).get("gate_wait") and r, "the wait, in status")
         assert data["gate_wait"].startswith("waiting for plan_approval (worker waits for a reply until ")
         assert data["worker_pid"] and data["waiting_for"] == "plan_approval"
-        watched = project.run("watch", "--config", str(project.config), "--session", "bg", "--timeout", "1")
+        watched = project.run("watch", "--config", str(project.config), "--session", "bg", "--timeout", "0.3")
         assert "· waiting for plan_approval (worker waits for a reply until " in watched.stdout
     finally:
         stopped = project.run("stop", "--config", str(project.config), "--session", "bg")

@@ -146,7 +146,7 @@ def test_a_started_worker_survives_its_parent_group_being_killed_and_its_termina
 ):
     """A stand-in for a parent CLI: a shell on its own terminal runs `start`, then the parent kills
     its whole process group (HUP, then KILL) and the terminal goes away."""
-    project.scenario(by_phase={**TO_QA, "investigation": {**TO_QA["investigation"], "sleep": 4}})
+    project.scenario(by_phase={**TO_QA, "investigation": {**TO_QA["investigation"], "sleep": 3}})
     master, slave = pty.openpty()
     command = f"{sys.executable} {MAIN} start --config {project.config} --session feat --task t; sleep 60"
     parent = subprocess.Popen(
