@@ -1,6 +1,8 @@
-"""The worker waits at a gate for a reply from Telegram: the real worker as a subprocess against a
-local stand-in for the Bot API (getUpdates long-polled, buttons, replies, edits); the poller's back-off
-in-process, through its seam."""
+"""The worker waits at a gate for a reply from Telegram, against a local stand-in for the Bot API
+(getUpdates long-polled, buttons, replies, edits): the real worker as a subprocess for the button that
+approves, parent commands, signals, `start`/`stop` and time-outs; in-process (tests/inproc.py) where the
+point is the conversation (Q&A answers, requested changes, malformed updates); the poller's back-off
+through its seam."""
 
 from __future__ import annotations
 
@@ -14,11 +16,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import pytest
+from inproc import InProc
 from test_commands import QA, TO_DONE, TO_PLAN_WAIT
 from test_notify import TOKEN, FakeTelegram, closed_port, no_proxy, serving  # noqa: F401 (no_proxy: autouse)
 
 from worker.bot import Conversation
 from worker.config import Settings
+from worker.runtime import Outcome
 from worker.session import SessionPaths
 
 
@@ -154,9 +158,8 @@ def test_a_plan_approved_by_a_button_goes_on_to_implementation_without_a_restart
     no_token_anywhere(project, "phone", out, err)
 
 
-def test_questions_answered_by_an_option_button_and_a_text_reply_go_into_qa_md(project, bot):
-    project.scenario(sequence=QA_THEN_PLAN)
-    with worker(project, "qa", env_of(bot.url)) as proc:
+def test_questions_answered_by_an_option_button_and_a_text_reply_go_into_qa_md(project, bot, loop):
+    def phone() -> None:
         first = until(lambda: buttons(bot, "B) In Redis"), "Q1's option buttons")
         second = until(
             lambda: message_saying(
@@ -172,9 +175,10 @@ def test_questions_answered_by_an_option_button_and_a_text_reply_go_into_qa_md(p
         )
         say(bot, "Plain text, one line per event", reply_to=second)
         until(lambda: buttons(bot, "Approve plan"), "the session going on to the plan gate")
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=10)
-    assert proc.returncode == 143, (out, err)
+        loop.stop.set()  # Ctrl-C
+
+    loop.scenario(sequence=QA_THEN_PLAN)
+    assert in_process(loop, bot.url, "qa", phone).code == 130
     qa = (project.session_dir("qa") / "_qa.md").read_text()
     assert "**Answer:** B) In Redis\n" in qa and "**Answer:** Plain text, one line per event\n" in qa
     answered = [r for r in history(project, "qa") if r.get("event") == "answered"]
@@ -184,21 +188,20 @@ def test_questions_answered_by_an_option_button_and_a_text_reply_go_into_qa_md(p
     assert any(t.startswith("✅ answered Q2") for t in replies), replies
 
 
-def test_request_changes_and_a_reply_send_planning_back_to_work_with_the_note(project, bot):
-    project.scenario(by_phase=TO_PLAN_WAIT)
-    with worker(project, "revise", env_of(bot.url)) as proc:
+def test_request_changes_and_a_reply_send_planning_back_to_work_with_the_note(project, bot, loop):
+    def phone() -> None:
         press(bot, until(lambda: buttons(bot, "Request changes"), "the plan's buttons"))
         until(lambda: message_saying(bot, "What should planning change?"), "the question for the note")
         say(bot, "Split phase 2 into two")
-        until(
-            lambda: [r["phase"] for r in project.records()].count("planning") == 2, "planning running again"
-        )
+        until(lambda: [c["phase"] for c in loop.child.calls].count("planning") == 2, "planning running again")
         until(
             lambda: len([b for b in bot.messages.values() if "Approve plan" in json.dumps(b)]) == 2,
             "a new plan gate",
         )
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=10)
+        loop.stop.set()  # Ctrl-C
+
+    loop.scenario(by_phase=TO_PLAN_WAIT)
+    assert in_process(loop, bot.url, "revise", phone).code == 130
     records = history(project, "revise")
     [asked] = [i for i, r in enumerate(records) if r.get("event") == "changes_requested"]
     assert records[asked]["note"] == "Split phase 2 into two" and records[asked]["by"] == "Telegram"
@@ -383,9 +386,25 @@ def test_start_returns_while_the_worker_waits_and_stop_ends_the_wait(project, bo
     assert not (project.session_dir("bg") / ".samocode.gatewait.json").exists()
 
 
-def test_malformed_updates_are_skipped_and_a_good_one_after_them_still_acts(project, bot):
-    project.scenario(by_phase={**TO_PLAN_WAIT, **TO_DONE})
-    with worker(project, "junk", env_of(bot.url)) as proc:
+@pytest.fixture
+def loop(project, monkeypatch) -> InProc:
+    return InProc(project, monkeypatch)
+
+
+def in_process(loop: InProc, url: str, name: str, phone: Callable[[], None]) -> Outcome:
+    """The worker in-process (tests/inproc.py) with a real gate wait against the stand-in Bot API;
+    `phone` runs in a thread meanwhile (what the human does; `loop.stop.set()` is Ctrl-C). For the
+    tests whose point is the conversation, not the worker's process."""
+    thread = threading.Thread(target=phone, daemon=True)
+    thread.start()
+    telegram = {"telegram_token": TOKEN, "telegram_chat_id": "42", "telegram_api_base": url}
+    outcome = loop.run(name, task="t", gate_wait=30, **telegram)
+    thread.join(timeout=10)
+    return outcome
+
+
+def test_malformed_updates_are_skipped_and_a_good_one_after_them_still_acts(project, bot, loop, caplog):
+    def phone() -> None:
         approve = until(lambda: buttons(bot, "Approve plan"), "the plan's buttons")
         bot.push({"message": "not an object"})
         bot.push({"message": {"chat": {"id": 42}, "text": "hi", "date": "yesterday"}})
@@ -393,11 +412,14 @@ def test_malformed_updates_are_skipped_and_a_good_one_after_them_still_acts(proj
         bot.push({"callback_query": {"id": "x", "message": {"chat": {"id": 42}}, "data": 12345}})
         bot.push({"edited_message": {"chat": {"id": 42}}})
         press(bot, approve)
-        out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 0, (out, err)
+
+    loop.scenario(by_phase={**TO_PLAN_WAIT, **TO_DONE})
+    caplog.set_level(logging.WARNING, logger="samocode.bot")
+    outcome = in_process(loop, bot.url, "junk", phone)
+    assert outcome.code == 0, outcome.message
     assert "Phase: done" in overview(project, "junk")
     assert len([r for r in history(project, "junk") if r.get("event") == "approved"]) == 1
-    log = (project.session_dir("junk") / "session.log").read_text()
+    log = "\n".join(r.getMessage() for r in caplog.records)
     assert log.count("ignored a Telegram update the worker could not read") == 2
 
 
