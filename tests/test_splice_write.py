@@ -61,13 +61,46 @@ def test_a_load_of_bytes_already_known_does_not_parse_the_head_again(tmp_path, m
     path.write_text(HEAD + "## Flow Log\n" + BIG)
     known = splice.load(path)
     parsed: list[int] = []
-    real = overview.parse
-    monkeypatch.setattr(overview, "parse", lambda data: parsed.append(len(data)) or real(data))
+    reads: list[Path] = []
+    real_parse, real_read = overview.parse, overview.read_bytes
+    monkeypatch.setattr(overview, "parse", lambda data: parsed.append(len(data)) or real_parse(data))
+    monkeypatch.setattr(overview, "read_bytes", lambda at: reads.append(at) or real_read(at))
+    assert splice.load(path, known) is known and (reads, parsed) == ([], [])  # its status unchanged
+    copy = tmp_path / "copy.md"
+    copy.write_bytes(known.data)
+    os.replace(copy, path)  # the same bytes in another file: read, not parsed
     again = splice.load(path, known)
-    assert (again.data, again.ov, parsed) == (known.data, known.ov, [])
+    assert (again.data, again.ov, len(reads), parsed) == (known.data, known.ov, 1, [])
     path.write_text(HEAD.replace("Iteration: 4", "Iteration: 5") + "## Flow Log\n" + BIG)
     changed = splice.load(path, known)
     assert changed.ov.get("iteration") == "5" and len(parsed) == 1  # other bytes: parsed as ever
+
+
+def test_after_the_child_the_workspace_knows_the_overview_unless_it_put_it_back(tmp_path, monkeypatch):
+    ws, paths, _ = workspace(tmp_path, monkeypatch, HEAD + "## Flow Log\n" + BIG)
+    assert ws.known is None
+    ws.read()
+    before = ws.known
+    assert before is not None and ws.restore_if_broken("001-x") is None and ws.known is before
+    paths.overview.write_text(HEAD.replace("Iteration: 4", "Iteration: 5") + "## Flow Log\n")
+    assert ws.restore_if_broken("002-x") is None
+    assert ws.known is not None and ws.known.ov.get("iteration") == "5"
+    assert ws.known.data == paths.overview.read_bytes()
+    paths.overview.write_text("no status here\n")
+    assert ws.restore_if_broken("003-x") is not None and ws.known is None  # put back: read it anew
+
+
+def test_the_stall_digest_of_known_overview_bytes_is_the_digest_of_the_file(tmp_path, monkeypatch):
+    from worker import stall
+
+    (tmp_path / "_overview.md").write_text(HEAD + "## Notes\nkept\n## Flow Log\n" + BIG)
+    (tmp_path / "notes.md").write_text("n\n")
+    read = stall.session_state(tmp_path)
+    data = (tmp_path / "_overview.md").read_bytes()
+    monkeypatch.setattr(stall, "_read", lambda at: pytest.fail(f"{at} read again"))
+    assert stall.session_state(tmp_path, data) == read
+    other = data.replace(b"kept", b"more")
+    assert stall.session_state(tmp_path, other) != read
 
 
 def test_a_reader_holding_the_old_file_keeps_reading_the_old_text(tmp_path):
@@ -133,7 +166,7 @@ def workspace(tmp_path, monkeypatch, text: str):
     project = Project(tmp_path / ".samocode", tmp_path, tmp_path / "wt", tmp_path)
     loads: list[Path] = []
     real = splice.load
-    monkeypatch.setattr(splice, "load", lambda at: loads.append(at) or real(at))
+    monkeypatch.setattr(splice, "load", lambda at, known=None: loads.append(at) or real(at, known))
     return Workspace(paths, project, "", lambda: None), paths, loads
 
 

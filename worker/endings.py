@@ -95,7 +95,9 @@ class RunState:
         self.iterations_run += 1
         state = it.state
         if decided.verdict is Verdict.CONTINUE:
-            stalled, progress = self.stall.after(decided.phase is state.phase, decided.total, decided.reason)
+            known = self.ws.known  # the overview as the child left it: not read once more to hash it
+            same, data = decided.phase is state.phase, known.data if known else None
+            stalled, progress = self.stall.after(same, decided.total, decided.reason, data)
             if progress:
                 extra = {**extra, "progress": progress}
             if stalled:
@@ -123,7 +125,7 @@ class RunState:
         applied = changes.decision(state, decided, record, extra, self.spend, self.rt.now())
         try:
             change = applied.change
-            journal.commit(self.paths, change.record, change.fields, change.flow, self.ws.last_read)
+            journal.commit(self.paths, change.record, change.fields, change.flow, self.ws.known)
         except OverviewError as exc:
             return self.stop_unreadable(exc.reason)
         if decided.verdict is Verdict.CONTINUE and decided.phase is not state.phase:

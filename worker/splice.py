@@ -42,8 +42,13 @@ class Doc:
 
 
 def load(path: Path, known: Doc | None = None) -> Doc:
-    """The overview, read with `overview.read_bytes` (which refuses what it refuses). When its bytes
-    are those of `known`, the head is not parsed again: the same bytes have the same Status."""
+    """The overview, read with `overview.read_bytes` (which refuses what it refuses). With `known`
+    (this worker's last look at it), a file whose status is still `known`'s is not read again, as
+    `Workspace.restore_if_broken` does; and when its bytes are `known`'s, the head is not parsed again."""
+    if known is not None:
+        with contextlib.suppress(OSError):  # unreadable: the read below says why
+            if overview.same_file(os.stat(path, follow_symlinks=False), known.stat):
+                return known
     data, st = overview.read_bytes(path)
     if known is not None and data == known.data:
         return Doc(known.data, known.ov, st)

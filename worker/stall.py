@@ -53,8 +53,9 @@ def _overview_content(data: bytes) -> bytes:
     return b"".join(keep)
 
 
-def session_state(folder: Path) -> tuple[str, int]:
-    """A digest of the session's own files (name, size, mtime; the overview by content), and their count."""
+def session_state(folder: Path, known: bytes | None = None) -> tuple[str, int]:
+    """A digest of the session's own files (name, size, mtime; the overview by content), and their count.
+    `known`: the overview's bytes, when the caller has just checked that the file holds them."""
     digest = hashlib.sha256()
     count = 0
     stack = [folder]
@@ -74,10 +75,8 @@ def session_state(folder: Path) -> tuple[str, int]:
                 rel = os.path.relpath(entry.path, folder).encode("utf-8", "surrogateescape")
                 overview = current == folder and entry.name == "_overview.md"
                 if overview and entry.is_file(follow_symlinks=False):
-                    # Never a blocking open: a FIFO put there (by a child, say) must not hang the worker.
-                    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW
-                    with open(os.open(entry.path, flags), "rb") as handle:
-                        digest.update(rel + b"\0" + _overview_content(handle.read()))
+                    data = known if known is not None else _read(entry.path)
+                    digest.update(rel + b"\0" + _overview_content(data))
                 else:
                     st = entry.stat(follow_symlinks=False)
                     digest.update(rel + b"\0%d:%d" % (st.st_size, st.st_mtime_ns))
@@ -85,6 +84,12 @@ def session_state(folder: Path) -> tuple[str, int]:
                 continue
             count += 1
     return digest.hexdigest(), count
+
+
+def _read(path: str) -> bytes:
+    # Never a blocking open: a FIFO put there (by a child, say) must not hang the worker.
+    with open(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW), "rb") as handle:
+        return handle.read()
 
 
 @dataclass(frozen=True)
@@ -107,11 +112,11 @@ class StallBreaker:
         self.files = 0
         self.quiet: list[tuple[int, str]] = []  # (total, summary) of the unchanged iterations
 
-    def _measure(self) -> str:
+    def _measure(self, overview: bytes | None = None) -> str:
         self.tree = tree_state(self.working_dir) if self.git else None
         if self.tree is None:
             self.git = False
-        files, self.files = session_state(self.session_dir)
+        files, self.files = session_state(self.session_dir, overview)
         return hashlib.sha256(f"{self.tree.digest if self.tree else ''}|{files}".encode()).hexdigest()[:24]
 
     def start(self, last_decision: dict | None, phase: str) -> None:
@@ -128,12 +133,14 @@ class StallBreaker:
         ):
             self.quiet = [(0, "(an earlier run)")] * min(carried["unchanged"], self.limit)
 
-    def after(self, same_phase: bool, total: int, summary: str) -> tuple[Stalled | None, dict | None]:
+    def after(
+        self, same_phase: bool, total: int, summary: str, overview: bytes | None = None
+    ) -> tuple[Stalled | None, dict | None]:
         """After an iteration that continues: a Stalled when the limit is reached, and the facts
-        to keep in the decision's history line."""
+        to keep in the decision's history line. `overview`: its bytes, when the caller knows them."""
         if not self.limit:
             return None, None
-        current = self._measure()
+        current = self._measure(overview)
         if same_phase and current == self.print:
             self.quiet.append((total, summary))
         else:

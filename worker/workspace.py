@@ -28,6 +28,7 @@ class Workspace:
         self.working_dir = project.main_repo
         self.branch = ""
         self._before: splice.Doc | None = None  # the overview as the last `read` found it
+        self._known: splice.Doc | None = None  # as the last `read` or `restore_if_broken` found it
 
     def open(self, task: str, dive: str) -> None:
         """Folder, worktree and (for a new or bare folder) the overview template. No model call.
@@ -81,13 +82,14 @@ class Workspace:
     def read(self) -> overview.Overview:
         """The overview's Status, parsed from its head; the file's bytes are kept as they were read,
         for `restore_if_broken`."""
-        self._before = splice.load(self.paths.overview)
+        self._before = self._known = splice.load(self.paths.overview)
         return self._before.ov
 
     @property
-    def last_read(self) -> splice.Doc | None:
-        """The overview as `read` last found it: its bytes, its parsed head and the file's status."""
-        return self._before
+    def known(self) -> splice.Doc | None:
+        """The overview as this worker last found it, by `read` or after the child: its bytes, its
+        parsed head and the file's status (None when it was put back or never read)."""
+        return self._known
 
     def restore_if_broken(self, label: str) -> tuple[str, str] | None:
         """After an attempt: an overview the child left unusable (torn by a kill mid-write, its
@@ -96,12 +98,14 @@ class Workspace:
 
         A file whose status is still the one `read` saw is not read again."""
         before = self._before
+        self._known = None
         with contextlib.suppress(OSError):  # unreadable: the load below says why
             now = os.stat(self.paths.overview, follow_symlinks=False)
             if before is not None and overview.same_file(now, before.stat):
+                self._known = before
                 return None
         try:
-            splice.load(self.paths.overview)
+            self._known = splice.load(self.paths.overview, before)
             return None
         except OverviewError as exc:
             reason = exc.reason
