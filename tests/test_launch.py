@@ -376,16 +376,16 @@ def test_stop_with_no_worker_says_so_and_exits_0(project):
 def test_stop_gives_up_after_its_timeout_with_6_and_a_second_stop_finishes(project, started):
     make(project, "s", {"Phase": "quality"})
     project.scenario(sequence=[{"sleep": 60, "ignore_term": True}], by_phase=TO_DONE)
-    env = {"SAMOCODE_KILL_GRACE": "1.5"}  # the child ignores TERM: the worker needs 1.5 s to KILL it
+    env = {"SAMOCODE_KILL_GRACE": "1"}  # the child ignores TERM: the worker needs 1 s to KILL it
     first = project.run("start", "--config", str(project.config), "--session", "s", env=env)
     assert first.returncode == 0, first.stderr
     pid = int(STARTED.fullmatch(first.stdout)["pid"])
     started.append(pid)
     wait_for(lambda: project.records(), 15)
     time.sleep(0.3)  # let the fake CLI install its TERM handler
-    quick = run(project, "stop", "s", "--timeout", "0.5")
+    quick = run(project, "stop", "s", "--timeout", "0.3")
     assert quick.returncode == 6, quick.stdout + quick.stderr
-    assert quick.stderr == f"samocode: worker pid {pid} still running after 0.5 s\n"
+    assert quick.stderr == f"samocode: worker pid {pid} still running after 0.3 s\n"
     assert pid_alive(pid)
     patient = run(project, "stop", "s")
     assert patient.returncode == 0 and patient.stdout == f"samocode: stopped worker pid {pid} (exit 130)\n"
@@ -447,10 +447,10 @@ def test_a_run_stopped_by_sigterm_records_143_and_status_and_watch_show_it(proje
         "message": rec["message"],
         "at": rec["ended_at"],
     }
-    watched = run(project, "watch", "s", "--timeout", "0.5")
+    watched = run(project, "watch", "s", "--timeout", "0.2")
     assert watched.returncode == 0 and "Worker: not running · last run exited 143 (stopped)" in watched.stdout
     assert (
-        json.loads(run(project, "watch", "s", "--timeout", "0.5", "--json").stdout)["last_run"]["code"] == 143
+        json.loads(run(project, "watch", "s", "--timeout", "0.2", "--json").stdout)["last_run"]["code"] == 143
     )
 
 
