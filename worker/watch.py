@@ -20,7 +20,10 @@ from worker.session import SessionPaths, holder
 # Seconds between watch's looks at the overview and the lease. SAMOCODE_TEST_WATCH_POLL is a test
 # hook: the suite's watches (and the real-CLI parent's) need not wait a second for each change.
 POLL = float(os.environ.get("SAMOCODE_TEST_WATCH_POLL") or 1.0)
-START_GRACE = 10.0  # how long watch waits for a worker (or a new session's folder) to appear
+# How long watch waits for a worker to appear when none holds the lease. A worker takes its lease
+# before it creates or reads anything, a fraction of a second after it starts, and `start` returns
+# only once it has: a longer grace only delays the parent when the worker has already stopped.
+START_GRACE = 3.0
 
 
 @dataclass(frozen=True)
