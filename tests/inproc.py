@@ -291,6 +291,28 @@ LIMIT = {
 }
 FAR = {**LIMIT, "rate_limit": 3600}  # a usage limit an hour away
 
+# A whole session: the Q&A gate, then (once answered) the plan gate, then on to done.
+GATED_SESSION = {
+    "investigation": {
+        "signal": sig("continue", "requirements", summary="dived"),
+        "flow": "Investigated",
+        "files": {"{prefix}-dive-x.md": "# dive\n"},
+        "overview": {"Last Action": "Dive written"},
+    },
+    "requirements": {
+        "signal": sig("waiting", **{"for": "qa_answers"}, reason="questions"),
+        "files": {"_qa.md": "## Q1\n**Answer:** _waiting_\n"},
+    },
+    "planning": {
+        "signal": sig("waiting", **{"for": "plan_approval"}),
+        "files": {"{prefix}-plan-x.md": "- [ ] a\n"},
+    },
+    "implementation": {"signal": sig("continue", "testing"), "code": {"feature.txt": "hello\n"}},
+    "testing": {"signal": sig("continue", "quality")},
+    "quality": {"signal": sig("continue", "done")},
+    "done": {"signal": sig("done", summary="all good")},
+}
+
 
 def providers(loop: InProc) -> list[str]:
     """Which CLI each child was."""

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from inproc import BLOCK, STAY, InProc, sig
+from inproc import BLOCK, GATED_SESSION, STAY, InProc, sig
+from worker_helpers import GATED_PATH
 
 from worker import signalcopy
 from worker.errors import ExitCode
@@ -21,33 +22,11 @@ def loop(project, monkeypatch) -> InProc:
     return InProc(project, monkeypatch)
 
 
-FULL = {
-    "investigation": {
-        "signal": sig("continue", "requirements", summary="dived"),
-        "flow": "Investigated",
-        "files": {"{prefix}-dive-x.md": "# dive\n"},
-        "overview": {"Last Action": "Dive written"},
-    },
-    "requirements": {
-        "signal": sig("waiting", **{"for": "qa_answers"}, reason="questions"),
-        "files": {"_qa.md": "## Q1\n**Answer:** _waiting_\n"},
-    },
-    "planning": {
-        "signal": sig("waiting", **{"for": "plan_approval"}),
-        "files": {"{prefix}-plan-x.md": "- [ ] a\n"},
-    },
-    "implementation": {"signal": sig("continue", "testing"), "code": {"feature.txt": "hello\n"}},
-    "testing": {"signal": sig("continue", "quality")},
-    "quality": {"signal": sig("continue", "done")},
-    "done": {"signal": sig("done", summary="all good")},
-}
-
-
 # -- phase moves and the human gates ---------------------------------------------------------------
 
 
 def test_a_new_session_stops_at_the_qa_gate_then_the_plan_gate_then_runs_to_done(loop, project):
-    loop.scenario(by_phase=FULL)
+    loop.scenario(by_phase=GATED_SESSION)
     assert loop.run("feat", task="Build the feature").code is ExitCode.WAITING
     ov = loop.overview("feat")
     assert (ov.get("phase"), ov.get("blocked"), ov.get("waiting for")) == (
@@ -60,7 +39,7 @@ def test_a_new_session_stops_at_the_qa_gate_then_the_plan_gate_then_runs_to_done
     assert loop.run("feat").code is ExitCode.WAITING and len(loop.child.calls) == calls  # unanswered
     qa = loop.session("feat") / "_qa.md"
     qa.write_text(qa.read_text().replace("_waiting_", "B"))
-    loop.scenario(by_phase={**FULL, "requirements": {"signal": sig("continue", "planning")}})
+    loop.scenario(by_phase={**GATED_SESSION, "requirements": {"signal": sig("continue", "planning")}})
     assert loop.run("feat").code is ExitCode.WAITING
     ov = loop.overview("feat")
     assert (ov.get("phase"), ov.get("waiting for")) == ("planning", "plan_approval")
@@ -72,16 +51,7 @@ def test_a_new_session_stops_at_the_qa_gate_then_the_plan_gate_then_runs_to_done
     assert ov.get("phase") == "done"
     assert "Phase set to implementation outside the worker (was planning)" in ov.text
     decided = loop.decisions("feat")
-    assert [d["phase"] for d in decided] == [
-        "investigation",
-        "requirements",
-        "requirements",
-        "planning",
-        "implementation",
-        "testing",
-        "quality",
-        "done",
-    ]
+    assert [d["phase"] for d in decided] == GATED_PATH
     assert all(d["accepted"] for d in decided)
     assert next(d for d in decided if d["phase"] == "implementation")["iteration"] == 1
     worktree = project.worktrees / loop.session("feat").name

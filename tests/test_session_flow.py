@@ -4,40 +4,13 @@ from __future__ import annotations
 
 import json
 
+from inproc import GATED_SESSION, sig
+
 from worker.overview import parse
 
 
-def sig(status: str, phase: str | None = None, **extra: str) -> dict:
-    data = {"status": status, **extra}
-    if phase:
-        data["phase"] = phase
-    return data
-
-
-FULL = {
-    "investigation": {
-        "signal": sig("continue", "requirements", summary="dived"),
-        "flow": "Investigated",
-        "files": {"{prefix}-dive-x.md": "# dive\n"},
-        "overview": {"Last Action": "Dive written"},
-    },
-    "requirements": {
-        "signal": sig("waiting", **{"for": "qa_answers"}, reason="questions"),
-        "files": {"_qa.md": "## Q1\n**Answer:** _waiting_\n"},
-    },
-    "planning": {
-        "signal": sig("waiting", **{"for": "plan_approval"}),
-        "files": {"{prefix}-plan-x.md": "- [ ] a\n"},
-    },
-    "implementation": {"signal": sig("continue", "testing"), "code": {"feature.txt": "hello\n"}},
-    "testing": {"signal": sig("continue", "quality")},
-    "quality": {"signal": sig("continue", "done")},
-    "done": {"signal": sig("done", summary="all good")},
-}
-
-
 def test_new_session_stops_at_qa_gate_then_plan_gate_then_runs_to_done(project):
-    project.scenario(by_phase=FULL)
+    project.scenario(by_phase=GATED_SESSION)
     first = project.worker("feat", "--task", "Build the feature")
     assert first.returncode == 3, first.stderr
     session = project.session_dir("feat")
@@ -53,7 +26,7 @@ def test_new_session_stops_at_qa_gate_then_plan_gate_then_runs_to_done(project):
     # The human answers; requirements runs again and moves on to planning, which waits for approval.
     qa = session / "_qa.md"
     qa.write_text(qa.read_text().replace("_waiting_", "B"))
-    FULL_AFTER_QA = {**FULL, "requirements": {"signal": sig("continue", "planning")}}
+    FULL_AFTER_QA = {**GATED_SESSION, "requirements": {"signal": sig("continue", "planning")}}
     project.scenario(by_phase=FULL_AFTER_QA)
     second = project.worker("feat")
     assert second.returncode == 3, second.stderr

@@ -10,6 +10,19 @@ from pathlib import Path
 
 from worker.overview import Overview, parse
 
+# The phases of the decisions of a session that stops at both gates and then runs to done: the Q&A
+# gate makes requirements decide twice (waiting, then on to planning).
+GATED_PATH = [
+    "investigation",
+    "requirements",
+    "requirements",
+    "planning",
+    "implementation",
+    "testing",
+    "quality",
+    "done",
+]
+
 
 def history(session: Path) -> list[dict]:
     """Every history line, parsed strictly: a torn or invalid line fails the test."""

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from worker_helpers import GATED_PATH
 
 from worker import bootstrap
 
@@ -275,16 +276,7 @@ def test_parent_follows_the_skill_through_both_gates_to_done(
     assert "is done" in result, result
 
     session = session_dir(sessions)
-    assert [d["phase"] for d in decisions(session)] == [
-        "investigation",
-        "requirements",
-        "requirements",
-        "planning",
-        "implementation",
-        "testing",
-        "quality",
-        "done",
-    ]
+    assert [d["phase"] for d in decisions(session)] == GATED_PATH
     summaries = list(session.glob("*-summary.md"))
     assert summaries and summaries[0].read_text().startswith("# Summary")
     assert str(summaries[0].name) in result  # reported from the recorded exit's summary path

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from worker_helpers import GATED_PATH
 
 from .env import claude_env, codex_env
 from .model_server import Fail, FailKind, ModelServer, Reply, Shell, parse_session_context
@@ -157,16 +158,7 @@ def _run_whole_session(config: Path, sessions: Path, env: dict) -> None:
     third = _worker(config, env)
     assert third.returncode == 0, third.stdout + third.stderr
     decisions = [h for h in _history(sessions) if h.get("decision")]
-    assert [h["phase"] for h in decisions] == [
-        "investigation",
-        "requirements",
-        "requirements",
-        "planning",
-        "implementation",
-        "testing",
-        "quality",
-        "done",
-    ]
+    assert [h["phase"] for h in decisions] == GATED_PATH
     assert all(h["accepted"] for h in decisions)
     worktree = config.parent.parent / "wt" / session.name
     assert (worktree / "feature.txt").read_text() == "hello\n"
