@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from worker import tested
+from worker import clock, tested
 
 from . import realcli
 from .env import Login, claude_env, codex_env
@@ -309,12 +309,17 @@ def test_codex_usage_limit_reached_gives_turn_failed_with_try_again_time(
     env = codex_env(tmp_path / "home", model_server.port, max_retries=2)
     argv = [str(codex_bin), *CODEX_ARGS, "-C", str(tmp_path / "work"), "-"]
 
+    started = time.time()
     run = realcli.run_cli(argv, prompt, tmp_path / "work", env)
 
     assert run.returncode == 1
     message = run.last("turn.failed")["error"]["message"]
     assert "usage limit" in message
-    assert re.search(r"try again at \d{1,2}:\d{2}", message), message
+    # "try again at 4:56 PM." on the day itself, "try again at Nov 30th, 2026 12:07 AM." past midnight:
+    # either way the worker reads the reset 3 h ahead (to the minute the CLI prints).
+    reset = clock.reset_time(message, started)
+    assert reset is not None, message
+    assert abs(reset - (started + 3 * 3600)) <= 180, message
     assert len(model_server.main_requests()) == 1, model_server.describe()  # not retried
 
 
