@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from inproc import GATED_SESSION, sig
+from worker_helpers import GATED_PATH
 
 from worker.overview import parse
 
@@ -45,16 +46,7 @@ def test_new_session_stops_at_qa_gate_then_plan_gate_then_runs_to_done(project):
     assert "Phase set to implementation outside the worker (was planning)" in ov.text
     history = [json.loads(line) for line in (session / "_signal_history.jsonl").read_text().splitlines()]
     phases = [h["phase"] for h in history if h.get("decision")]
-    assert phases == [
-        "investigation",
-        "requirements",
-        "requirements",
-        "planning",
-        "implementation",
-        "testing",
-        "quality",
-        "done",
-    ]
+    assert phases == GATED_PATH
     assert all(h["accepted"] for h in history if h.get("decision"))
     implementation = next(h for h in history if h.get("decision") and h["phase"] == "implementation")
     assert implementation["iteration"] == 1  # the hand-set phase counts its iterations from 1
