@@ -171,7 +171,7 @@ def gate_of(paths: SessionPaths) -> Gate:
     from worker.errors import OverviewError
 
     try:
-        ov = overview.parse(overview.read_text(paths.overview))
+        ov = overview.parse(overview.read_bytes(paths.overview)[0])
         phase = ov.state().phase.value
     except OverviewError as exc:
         return Gate("", "?", (f"_overview.md unusable: {exc.reason}",))

@@ -50,7 +50,7 @@ def _leased(paths: SessionPaths, what: str) -> Iterator[None]:
 
 def _state(paths: SessionPaths) -> tuple[Overview, Phase, int, int]:
     try:
-        ov = overview.parse(overview.read_text(paths.overview))
+        ov = overview.parse(overview.read_bytes(paths.overview)[0])
         state = ov.state()
     except OverviewError as exc:
         raise Refused(f"{exc.reason}; fix {paths.overview} by hand first (nothing changed)") from None

@@ -168,7 +168,7 @@ def is_open(paths: SessionPaths) -> bool:
     from worker.errors import OverviewError, SessionFileError
 
     try:
-        ov = overview.parse(overview.read_text(paths.overview))
+        ov = overview.parse(overview.read_bytes(paths.overview)[0])
         state = ov.state()
         history = journal.load_history(paths, limit=journal.RECENT)
     except (OverviewError, SessionFileError):

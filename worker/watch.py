@@ -43,7 +43,7 @@ def _look(paths: SessionPaths) -> tuple[tuple[int, int, int] | None, tuple | Non
 
 def _fields(paths: SessionPaths) -> tuple | None:
     try:
-        ov = overview.parse(overview.read_text(paths.overview))
+        ov = overview.parse(overview.read_bytes(paths.overview)[0])
     except OverviewError:
         return None
     return tuple(sorted((k, f.value) for k, f in ov.fields.items()))
