@@ -7,11 +7,11 @@ their own folder. See fake_claude.py for the scenario format and the action keys
 import json
 import os
 import re
-import shutil
-import subprocess
 import sys
 import time
-from pathlib import Path
+
+# subprocess and shutil are imported where a scenario asks for them: every fake child pays for what
+# it imports at start, and most children need neither.
 
 
 def context(prompt):
@@ -28,10 +28,16 @@ def set_field(text, key, value):
 
 def next_action(phase):
     """Invocation k takes sequence[k] while it lasts, then by_phase[phase]."""
-    scenario = json.loads(Path(os.environ["FAKE_SCENARIO"]).read_text())
-    counter = Path(os.environ["FAKE_SCENARIO"] + ".count")
-    n = int(counter.read_text()) if counter.exists() else 0
-    counter.write_text(str(n + 1))
+    with open(os.environ["FAKE_SCENARIO"]) as f:
+        scenario = json.load(f)
+    counter = os.environ["FAKE_SCENARIO"] + ".count"
+    try:
+        with open(counter) as f:
+            n = int(f.read())
+    except FileNotFoundError:
+        n = 0
+    with open(counter, "w") as f:
+        f.write(str(n + 1))
     seq = scenario.get("sequence", [])
     return seq[n] if n < len(seq) else scenario.get("by_phase", {}).get(phase, {})
 
@@ -48,6 +54,8 @@ def side_effects(action):
     if action.get("stderr"):
         sys.stderr.write(action["stderr"] + "\n")
         sys.stderr.flush()
+    if action.get("spawn"):
+        import subprocess
     if action.get("spawn") == "holder":
         subprocess.Popen(["sleep", "300"])  # inherits stdout: holds the pipe open
     elif action.get("spawn") == "setsid":
@@ -103,8 +111,11 @@ def perform(action, ctx):
             f.write(content)
         done.append(f"write {name}")
     if action.get("answer_qa"):
-        qa = Path(session, "_qa.md")
-        qa.write_text(qa.read_text().replace("_waiting_", "A (fake human)"))
+        qa = os.path.join(session, "_qa.md")
+        with open(qa) as f:
+            answered = f.read().replace("_waiting_", "A (fake human)")
+        with open(qa, "w") as f:
+            f.write(answered)
         done.append("answer _qa.md")
     work = ctx["Working Dir"]
     if action.get("code") and work:
@@ -112,14 +123,20 @@ def perform(action, ctx):
             with open(os.path.join(work, name), "w") as f:
                 f.write(content)
         if os.path.isdir(os.path.join(work, ".git")) or os.path.isfile(os.path.join(work, ".git")):
+            import subprocess
+
             subprocess.run(["git", "-C", work, "add", "-A"], check=True)
             subprocess.run(["git", "-C", work, "commit", "-qm", "fake change"], check=True)
         done.append("commit code")
     if action.get("tear_overview"):  # killed mid-write: only the start of the file is there
-        data = Path(ov_path).read_bytes()
-        Path(ov_path).write_bytes(data[: len(data) * 2 // 5])
+        with open(ov_path, "rb") as f:
+            data = f.read()
+        with open(ov_path, "wb") as f:
+            f.write(data[: len(data) * 2 // 5])
         done.append("tear _overview.md")
     if action.get("remove_worktree") and work:  # the child (or its user) deletes the tree it works in
+        import shutil
+
         shutil.rmtree(work, ignore_errors=True)
         done.append("remove the working tree")
     sig = action.get("signal")
