@@ -1,12 +1,17 @@
-"""Shared fixtures: a scratch project (real git), an isolated environment, the worker as a subprocess."""
+"""Shared fixtures: a scratch project (real git), an isolated environment, the worker as a subprocess,
+and the parent's commands in this process (`Project.cli`)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +64,13 @@ class Project:
             cwd=self.root,
         )
 
+    def cli(
+        self, *args: str, env: dict | None = None, timeout: float | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`run`'s twin in this process (see `cli`): the project's environment merged with `env`, in
+        the project's root."""
+        return cli(args, {**self.env, **(env or {})}, self.root, timeout)
+
     def start(self, *args: str, env: dict | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, str(MAIN), *args],
@@ -72,6 +84,110 @@ class Project:
 
     def worker(self, session: str, *extra: str, timeout: float = 60, env: dict | None = None):
         return self.run("--config", str(self.config), "--session", session, *extra, timeout=timeout, env=env)
+
+
+# The commands `Project.cli` runs in this process: the parent's, never the worker's `run` or `start`.
+PARENT_COMMANDS = (
+    "status",
+    "watch",
+    "approve",
+    "answer",
+    "unblock",
+    "resume",
+    "sessions",
+    "config",
+    "doctor",
+    "stop",
+)
+
+
+@contextlib.contextmanager
+def _environment(env: dict[str, str]) -> Iterator[None]:
+    saved = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+@contextlib.contextmanager
+def _cwd(path: Path) -> Iterator[None]:  # contextlib.chdir from Python 3.11 on
+    saved = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(saved)
+
+
+@contextlib.contextmanager
+def _stdin(stream: io.StringIO) -> Iterator[None]:
+    saved, sys.stdin = sys.stdin, stream
+    try:
+        yield
+    finally:
+        sys.stdin = saved
+
+
+class _Hung(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(argv: list[str], timeout: float | None) -> Iterator[None]:
+    """subprocess.TimeoutExpired when the block takes longer than `timeout` (a blocking open of a
+    FIFO included: the alarm interrupts the system call)."""
+    if timeout is None:
+        yield
+        return
+
+    def expired(_signum: int, _frame: object) -> None:
+        raise _Hung
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        yield
+    except _Hung:
+        raise subprocess.TimeoutExpired(argv, timeout) from None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def cli(
+    args: Sequence[str], env: dict[str, str], cwd: Path, timeout: float | None = None
+) -> subprocess.CompletedProcess[str]:
+    """A parent's command in this process, as `Project.run` runs it in a child: `worker.cli.main(args)`
+    with `env` as os.environ, `cwd` as the working directory, stdin empty, and stdout and stderr
+    captured; a SystemExit (-h) is its exit code. All of it is put back afterwards, also when the
+    command raises (the exception propagates: in a process it would have been a traceback).
+    `timeout` (main thread only) raises subprocess.TimeoutExpired from a command that hangs, a
+    blocking open of a FIFO included. For the parent's commands only: the worker's own `run`
+    installs signal handlers and makes its process a subreaper."""
+    from worker import cli as worker_cli
+
+    assert args and args[0] in PARENT_COMMANDS, f"not a parent command: {list(args[:1])}"
+    argv = [sys.executable, str(MAIN), *args]
+    out, err = io.StringIO(), io.StringIO()
+    with (
+        _environment(env),
+        _cwd(cwd),
+        _stdin(io.StringIO()),
+        _deadline(argv, timeout),
+        contextlib.redirect_stdout(out),
+        contextlib.redirect_stderr(err),
+    ):
+        try:
+            code = worker_cli.main(list(args))
+        except SystemExit as exc:
+            if isinstance(exc.code, str):  # as the interpreter does: the text on stderr, exit 1
+                print(exc.code, file=sys.stderr)
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 def base_env(home: Path, python_bin: Path | None = None) -> dict[str, str]:

@@ -442,7 +442,7 @@ def test_a_non_utf8_commit_message_does_not_break_status_or_watch(project, loop)
     subprocess.run(["git", "-C", str(tree), "config", "i18n.logOutputEncoding", "ISO-8859-1"], check=True)
     common = ("--config", str(project.config), "--session", NAME)
     for args in (("status", *common), ("status", "--json", *common), ("watch", "--timeout", "0.3", *common)):
-        result = project.run(*args)
+        result = project.cli(*args)
         assert result.returncode == 0, result.stderr
         assert "Traceback" not in result.stderr
         assert "caf\ufffd au lait" in result.stdout, result.stdout
@@ -474,7 +474,7 @@ def test_approve_names_the_plan_planning_wrote_even_after_the_clock_stepped_back
     later = time.time() + 3600
     os.utime(old, (later, later))
     common = ("--config", str(project.config), "--session", NAME)
-    assert project.run("unblock", *common, "--note", "go on").returncode == 0
+    assert project.cli("unblock", *common, "--note", "go on").returncode == 0
     plan = {"status": "waiting", "for": "plan_approval", "reason": "plan ready"}
     loop.scenario(
         by_phase={
@@ -483,8 +483,8 @@ def test_approve_names_the_plan_planning_wrote_even_after_the_clock_stepped_back
         }
     )
     assert loop.run(NAME).code == 3
-    shown = json.loads(project.run("status", "--json", *common).stdout)
+    shown = json.loads(project.cli("status", "--json", *common).stdout)
     assert shown["plan"].endswith("11-29-09:00-plan-new.md"), shown
-    approved = project.run("approve", *common)
+    approved = project.cli("approve", *common)
     assert approved.returncode == 0, approved.stderr
     assert history(folder)[-1]["plan"] == "11-29-09:00-plan-new.md"

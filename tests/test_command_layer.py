@@ -167,7 +167,7 @@ def test_status_starts_git_only_where_there_is_a_repository(project, tmp_path, i
         overview.render_new("g", "2026-01-01 00:00", str(workdir), "task", "", first)
     )
     path = f"{fake}{os.pathsep}{project.env['PATH']}"
-    result = project.run(
+    result = project.cli(
         "status", "--config", str(project.config), "--session", "g", "--json", env={"PATH": path}
     )
     assert result.returncode == 0, result.stderr

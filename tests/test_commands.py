@@ -1,7 +1,9 @@
 """The parent's commands (status, watch, approve, resume, answer, unblock) on real session folders.
 
-Sessions are made by running the real worker with the fake Claude CLI, or written with
-`overview.render_new`; every command runs as a subprocess through main.py.
+Sessions are made by the worker (in-process, tests/inproc.py, or a real run with the fake Claude CLI)
+or written with `overview.render_new`. The commands run in this process through `worker.cli.main`
+(`Project.cli`); each command runs as a real process in the exit-9 test (exit code, stdout against
+stderr, no traceback), and `watch` also beside a real worker it outlives.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from inproc import InProc
 
-from worker import flowlog, overview, watch
+from worker import flowlog, journal, overview, watch
 from worker.session import Lease, SessionPaths, holder
 
 PLAN = {"{prefix}-plan-x.md": "## Phase 1\n- [ ] a\n"}
@@ -81,7 +84,15 @@ REPORT_KEYS = {
 }
 
 
-def cmd(project, command: str, session: str, *extra: str, timeout: float = 60):
+def cmd(project, command: str, session: str, *extra: str, timeout: float | None = None):
+    """The command in this process (`Project.cli`); `timeout` ends a hang."""
+    return project.cli(
+        command, "--config", str(project.config), "--session", session, *extra, timeout=timeout
+    )
+
+
+def cmd_process(project, command: str, session: str, *extra: str, timeout: float = 60):
+    """The command as a process through main.py (`Project.run`)."""
     return project.run(
         command, "--config", str(project.config), "--session", session, *extra, timeout=timeout
     )
@@ -580,35 +591,33 @@ def test_unblock_refuses_when_not_blocked_and_changes_nothing(project, fields, n
 # -- watch -----------------------------------------------------------------------------------------
 
 
-def edit_in_another_process(folder: Path, fields: dict, flow: list[str]) -> None:
-    code = (
-        "import json, sys; from pathlib import Path; from worker import journal; "
-        "journal.apply_change(Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]))"
-    )
-    subprocess.run(
-        [sys.executable, "-c", code, str(folder / "_overview.md"), json.dumps(fields), json.dumps(flow)],
-        check=True,
-        cwd=Path(__file__).resolve().parents[1],
-    )
-
-
 def test_watch_ignores_flow_log_edits_and_returns_soon_after_a_status_change(project):
     folder = make(project, "w", {})
-    watcher = start_watch(project, "w", "30")
+    ended = threading.Event()
+    seen: dict[str, float | bool] = {}
+
+    def edits() -> None:  # another writer, while the watch runs in the main thread
+        time.sleep(0.3)
+        journal.apply_change(
+            folder / "_overview.md", {}, ["[001 @ 01-01 00:00] a note outside the Status section"]
+        )
+        time.sleep(0.5)  # 5 of watch's looks (SAMOCODE_TEST_WATCH_POLL=0.1) after the edit
+        seen["ended early"] = ended.is_set()
+        journal.apply_change(folder / "_overview.md", {"Last Action": "Child did something"}, [])
+        seen["changed"] = time.monotonic()
+
+    writer = threading.Thread(target=edits)
+    writer.start()
     try:
-        time.sleep(0.8)
-        edit_in_another_process(folder, {}, ["[001 @ 01-01 00:00] a note outside the Status section"])
-        time.sleep(0.7)  # 7 of watch's looks (SAMOCODE_TEST_WATCH_POLL=0.1) after the edit
-        assert watcher.poll() is None
-        edit_in_another_process(folder, {"Last Action": "Child did something"}, [])
-        changed = time.monotonic()
-        out, err = watcher.communicate(timeout=10)
-        assert time.monotonic() - changed < 2.0
+        result = cmd(project, "watch", "w", "--timeout", "30", timeout=20)
+        returned = time.monotonic()
     finally:
-        if watcher.poll() is None:
-            watcher.kill()
-            watcher.wait(timeout=10)
-    assert watcher.returncode == 0, err
+        ended.set()
+        writer.join(timeout=10)
+    assert seen["ended early"] is False
+    assert 0 <= returned - seen["changed"] < 2.0
+    out = result.stdout
+    assert result.returncode == 0, result.stderr
     assert out.startswith("Watch: status changed after ")
     assert "Last Action: Child did something" in out and len(out.encode()) < 1024
 
@@ -664,7 +673,7 @@ def test_watch_honours_its_timeout(project):
 def test_bad_arguments_exit_2_with_one_line_and_no_traceback(project, args):
     folder = make(project, "w", {"Phase": "done"})
     before = snapshot(folder)
-    result = project.run(*(a.format(config=project.config, root=project.root) for a in args))
+    result = project.cli(*(a.format(config=project.config, root=project.root) for a in args))
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith("samocode: ") and result.stderr.count("\n") == 1, result.stderr
     assert "Traceback" not in result.stderr and result.stdout == ""
@@ -686,8 +695,9 @@ def test_bad_arguments_exit_2_with_one_line_and_no_traceback(project, args):
     ids=lambda c: "-".join(c[:2]).replace("--", ""),
 )
 def test_a_session_that_does_not_exist_is_exit_9_not_the_config_error_code(project, command):
+    """Each command as a real process: its exit code, nothing on stdout, one line on stderr."""
     make(project, "w", {"Phase": "done"})  # another session exists; "nope" matches none
-    result = cmd(project, command[0], "nope", *command[1:])
+    result = cmd_process(project, command[0], "nope", *command[1:])
     assert result.returncode == 9, result.stdout + result.stderr
     assert result.stderr == f"samocode: no session named 'nope' in {project.sessions}\n"
     assert result.stdout == ""

@@ -1,5 +1,6 @@
 """One history and one journal for every writer; one overview reader that never blocks; the in-flight
-marker after a samocode error. The commands and the worker run as subprocesses through main.py."""
+marker after a samocode error. The commands run in this process (`Project.cli`), the worker as a
+subprocess through main.py."""
 
 from __future__ import annotations
 
@@ -113,7 +114,7 @@ def test_a_command_flow_line_already_there_is_not_appended_again(project):
 
 FIFO_CASES = {
     "status": (("status",), 0),
-    "watch": (("watch", "--timeout", "1"), 0),
+    "watch": (("watch", "--timeout", "0.3"), 0),
     "approve": (("approve",), 7),
     "unblock": (("unblock", "--note", "x"), 7),
     "resume": (("resume", "--goal", "more"), 7),
@@ -233,7 +234,7 @@ def test_the_stall_breakers_digest_does_not_block_on_a_fifo_overview(tmp_path):
 def test_a_fifo_overview_never_hangs_the_session_list(project):
     fifo_session(project, "f")
     make(project, "ok", {})
-    result = project.run("sessions", "--config", str(project.config), timeout=20)
+    result = project.cli("sessions", "--config", str(project.config), timeout=20)
     assert result.returncode == 0, result.stdout + result.stderr
     unreadable = [line for line in result.stdout.splitlines() if "not a regular file" in line]
     assert len(unreadable) == 1 and "ok" in result.stdout, result.stdout

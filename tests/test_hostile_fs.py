@@ -1,6 +1,7 @@
-"""Hostile file systems, with the real worker as a subprocess: a full disk (a small tmpfs) and a
-read-only session folder. Each must end in one line, a documented exit code, no traceback, no
-process left behind and no in-flight marker (mounting needs root; skipped otherwise)."""
+"""Hostile file systems, with the real worker as a subprocess (the parent's commands in this process,
+`Project.cli`): a full disk (a small tmpfs) and a read-only session folder. Each must end in one line,
+a documented exit code, no traceback, no process left behind and no in-flight marker (mounting needs
+root; skipped otherwise)."""
 
 from __future__ import annotations
 
@@ -93,7 +94,7 @@ def test_a_read_only_session_folder_stops_the_worker_and_every_command_cleanly(p
                 ("resume", *common, "--goal", "more"),
                 ("status", *common),
             ):
-                result = project.run(*args)
+                result = project.cli(*args)
                 assert "Traceback" not in result.stdout + result.stderr, (args, result.stderr)
                 if args[0] != "status":
                     assert result.returncode != 0 and result.stderr.startswith("samocode: "), (args, result)
@@ -111,7 +112,7 @@ def test_a_session_folder_that_turns_read_only_before_an_iteration_stops_with_a_
         sessions = _on(project, small)
         project.scenario(by_phase={"investigation": BLOCK})
         assert project.worker("ro2").returncode == 4
-        unblocked = project.run(
+        unblocked = project.cli(
             "unblock", "--config", str(project.config), "--session", "ro2", "--note", "go"
         )
         assert unblocked.returncode == 0, unblocked.stderr

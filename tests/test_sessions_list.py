@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import cli
 
 from worker import history, runrecord, session_list
 from worker.overview import render_new
@@ -182,15 +183,7 @@ def test_sessions_command(tmp_path: Path, as_json: bool) -> None:
         waiting="plan_approval",
     )
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "SAMOCODE_ENV_FILE": str(tmp_path / "none.env")}
-    cmd = [
-        sys.executable,
-        str(REPO / "main.py"),
-        "sessions",
-        "--config",
-        str(config),
-        *(["--json"] if as_json else []),
-    ]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    done = cli(["sessions", "--config", str(config), *(["--json"] if as_json else [])], env, tmp_path)
     assert done.returncode == 0, done.stderr
     if as_json:
         (only,) = json.loads(done.stdout)
@@ -202,6 +195,7 @@ def test_sessions_command(tmp_path: Path, as_json: bool) -> None:
 
 
 def test_sessions_command_with_a_bad_config_is_a_usage_error(tmp_path: Path) -> None:
+    """`sessions` as a real process: exit 2, nothing on stdout, one line on stderr."""
     done = subprocess.run(
         [sys.executable, str(REPO / "main.py"), "sessions", "--config", str(tmp_path / "none")],
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},

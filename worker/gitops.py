@@ -14,9 +14,11 @@ from pathlib import Path
 
 from worker.errors import GitError
 
-_ENV = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
-# A read that runs every iteration must not take the index lock from the child's own git.
-_READ_ENV = {**_ENV, "GIT_OPTIONAL_LOCKS": "0"}
+
+def _env(**extra: str) -> dict[str, str]:
+    """git's environment: the process's as it is when git is called (not when this module was
+    imported), never prompting, in the C locale."""
+    return {**os.environ, "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", **extra}
 
 
 def _git(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -26,14 +28,14 @@ def _git(cwd: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProc
         text=True,
         errors="replace",  # a commit message or path in another encoding must not break a report
         timeout=timeout,
-        env=_ENV,
+        env=_env(),
         stdin=subprocess.DEVNULL,
         check=False,
     )
 
 
 def available() -> bool:
-    return shutil.which("git", path=_ENV.get("PATH")) is not None
+    return shutil.which("git", path=os.environ.get("PATH")) is not None
 
 
 def is_repo(path: Path) -> bool:
@@ -150,7 +152,8 @@ def tree_state(work: Path) -> TreeState | None:
             ["git", "-C", str(work), "status", "--porcelain=v2", "--branch", "-z", "-uall"],
             capture_output=True,
             timeout=60,
-            env=_READ_ENV,
+            # A read that runs every iteration must not take the index lock from the child's own git.
+            env=_env(GIT_OPTIONAL_LOCKS="0"),
             stdin=subprocess.DEVNULL,
             check=False,
         )

@@ -17,9 +17,14 @@ from worker import overview, session
 from worker.errors import NoSession, OverviewError
 from worker.session import SessionPaths, holder
 
-# Seconds between watch's looks at the overview and the lease. SAMOCODE_TEST_WATCH_POLL is a test
-# hook: the suite's watches (and the real-CLI parent's) need not wait a second for each change.
-POLL = float(os.environ.get("SAMOCODE_TEST_WATCH_POLL") or 1.0)
+
+def poll() -> float:
+    """Seconds between watch's looks at the overview and the lease, read when a watch starts.
+    SAMOCODE_TEST_WATCH_POLL is a test hook: the suite's watches (and the real-CLI parent's) need not
+    wait a second for each change."""
+    return float(os.environ.get("SAMOCODE_TEST_WATCH_POLL") or 1.0)
+
+
 # How long watch waits for a worker to appear when none holds the lease. A worker takes its lease
 # before it creates or reads anything, a fraction of a second after it starts, and `start` returns
 # only once it has: a longer grace only delays the parent when the worker has already stopped.
@@ -59,6 +64,7 @@ def watch(
 
     Each poll is a stat of the overview and a look at the lease; the overview is parsed only when
     its stat changes. With no worker at the start, a worker gets START_GRACE seconds to appear."""
+    every = poll()
     start = clock()
     deadline = start + timeout
     key, first = _look(paths)
@@ -68,7 +74,7 @@ def watch(
         now = clock()
         if now >= deadline:
             return WatchResult("timeout", now - start)
-        sleep(min(POLL, deadline - now))
+        sleep(min(every, deadline - now))
         pid = holder(paths)
         new_key = None
         with contextlib.suppress(OSError):
