@@ -1,6 +1,7 @@
 """Claude Code's stream-json, read into the iteration record: lines shaped like 2.1.197's ("type"
 first) and 2.1.332's ("type" 1,100+ bytes in, newer error fields), whatever the key order or spacing;
-and the worker run as a subprocess against the fake CLI printing 2.1.332's shapes."""
+and the worker against the fake CLI printing 2.1.332's shapes: as a subprocess where the console is
+the point, else in-process with the fake CLI as its real child."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import time
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from inproc import FakeClock, InProc
 from worker_helpers import decisions, history
 
+from worker import process
 from worker.process import Ending, RunResult
 from worker.providers import Failure, IterationRecord
 from worker.providers.claude import ClaudeStream
@@ -488,18 +491,38 @@ LIMITED = {
 }
 
 
-def test_worker_on_2_1_332_records_cost_and_waits_out_a_usage_limit(project):
+class _ShiftedClock(FakeClock):
+    """The real clock (a real child names its reset from it), moved on by every sleep the loop asks
+    for: a usage wait is waited out at once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.start = self.t
+
+    def time(self) -> float:
+        return time.time() + (self.t - self.start)
+
+
+def test_worker_on_2_1_332_records_cost_and_waits_out_a_usage_limit(project, monkeypatch):
+    """The loop in-process (tests/inproc.py) with the real fake CLI as its child, printing 2.1.332's
+    events into the real parser, and the usage wait on a clock that its sleep moves on."""
     project.scenario(sequence=[LIMITED, {**BLOCK, "limits": {"five_hour": 0.96, "seven_day": 0.42}}])
-    started = time.monotonic()
-    done = project.worker("new", env=NEW)
-    assert done.returncode == 4, done.stderr
-    assert time.monotonic() - started >= 1.5  # the reset was 1-2 s ahead (+1 s margin): waited, not retried
+    for key, value in {**project.env, **NEW}.items():
+        monkeypatch.setenv(key, value)
+    loop = InProc(project, monkeypatch)
+    loop.clock = _ShiftedClock()
+    loop.child = process.run  # type: ignore[assignment]  (the real child, not the in-process player)
+    done = loop.run("new")
+    assert done.code == 4, done.message
+    assert len(project.records()) == 2
     session = project.session_dir("new")
     events = [r.get("event") or r.get("decision") for r in history(session)]
     assert events == ["attempt_failed", "usage_wait", "usage_resumed", "blocked"]
     failed, wait = history(session)[:2]
     assert failed["failure"] == "usage_limit" and failed["api_status"] == 429
     assert wait["source"] == "reported reset"
+    # The reset was 1-2 s ahead, plus the 1 s margin: waited out, not retried at once.
+    assert len(loop.clock.slept) == 1 and 1.0 <= loop.clock.slept[0] <= 3.0, loop.clock.slept
     (decision,) = decisions(session)
     assert decision["cost_usd"] == 0.0125 and decision["tokens_in"] == 1000 and decision["turns"] == 2
     assert decision["cli"] == "claude 2.1.332" and "stream_problem" not in decision
