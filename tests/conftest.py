@@ -166,28 +166,41 @@ def cli(
     captured; a SystemExit (-h) is its exit code. All of it is put back afterwards, also when the
     command raises (the exception propagates: in a process it would have been a traceback).
     `timeout` (main thread only) raises subprocess.TimeoutExpired from a command that hangs, a
-    blocking open of a FIFO included. For the parent's commands only: the worker's own `run`
-    installs signal handlers and makes its process a subreaper."""
+    blocking open of a FIFO included. The parent's commands only, and the worker's `run` or `start`
+    only where it stops at a usage or config error: past its preparation `run` installs signal
+    handlers and makes its process a subreaper, which must not happen to the test process."""
     from worker import cli as worker_cli
 
-    assert args and args[0] in PARENT_COMMANDS, f"not a parent command: {list(args[:1])}"
     argv = [sys.executable, str(MAIN), *args]
     out, err = io.StringIO(), io.StringIO()
-    with (
-        _environment(env),
-        _cwd(cwd),
-        _stdin(io.StringIO()),
-        _deadline(argv, timeout),
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-    ):
-        try:
-            code = worker_cli.main(list(args))
-        except SystemExit as exc:
-            if isinstance(exc.code, str):  # as the interpreter does: the text on stderr, exit 1
-                print(exc.code, file=sys.stderr)
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    with _environment(env), _cwd(cwd), _stdin(io.StringIO()), _deadline(argv, timeout):
+        if not args or args[0] not in PARENT_COMMANDS:
+            assert _stops_before_it_runs(args), f"the worker would run in this process: {list(args)}"
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = worker_cli.main(list(args))
+            except SystemExit as exc:
+                if isinstance(exc.code, str):  # as the interpreter does: the text on stderr, exit 1
+                    print(exc.code, file=sys.stderr)
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+def _stops_before_it_runs(args: Sequence[str]) -> bool:
+    """Whether the worker's command line ends in a usage or config error (or help) before anything
+    runs: the grammar and the worker's own preparation, tried with their output thrown away."""
+    from worker import clirun
+    from worker.cliargs import parse_args
+    from worker.errors import SamocodeError
+
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            parsed = parse_args(list(args))
+            if parsed.command in ("run", "start"):
+                clirun._prepare(parsed)
+        except (SamocodeError, SystemExit):
+            return True
+    return False
 
 
 def base_env(home: Path, python_bin: Path | None = None) -> dict[str, str]:

@@ -1,8 +1,10 @@
 """Bad input never loses data: a table of malformed inputs, each run through the real worker.
 
-Every row sets up one malformed input, runs the worker (as a subprocess, with the fake CLI), and
-checks the exit code, a one-line `samocode: ...` message naming the problem (no traceback), and
-that the session's files survived. What the worker may legitimately change, by row kind:
+Every row sets up one malformed input, runs the worker (as a subprocess, with the fake CLI; a usage
+or config error, which stops the worker before anything runs, in this process through
+`worker.cli.main`, `Project.cli`), and checks the exit code, a one-line `samocode: ...` message
+naming the problem (no traceback), and that the session's files survived. What the worker may
+legitimately change, by row kind:
 
 - `NOTHING` (usage and config errors): every file byte-identical; no new session folder.
 - `JOURNAL` (a session file is unusable, or the session waits for a human): the overview
@@ -51,6 +53,7 @@ class Row:
     scenario: dict = field(default_factory=lambda: {"by_phase": {"investigation": BLOCK}})
     args: tuple[str, ...] = ()
     calls: int | None = None  # provider invocations expected (None: not checked)
+    process: bool = False  # a NOTHING row that still runs as a process (the others run in-process)
 
 
 def with_overview(data: bytes | str):
@@ -189,9 +192,9 @@ def unusable(id_: str, setup, message: str, code: int = 4) -> Row:
     return Row(id_, setup, code, message, JOURNAL, calls=0)
 
 
-def config_error(id_: str, setup, message: str, args: tuple[str, ...] = ()) -> Row:
+def config_error(id_: str, setup, message: str, args: tuple[str, ...] = (), process: bool = False) -> Row:
     """A usage or config error: exit 2, nothing touched."""
-    return Row(id_, setup, 2, message, NOTHING, args=args, calls=0)
+    return Row(id_, setup, 2, message, NOTHING, args=args, calls=0, process=process)
 
 
 def proceeds(id_: str, setup, scenario: dict | None = None) -> Row:
@@ -291,7 +294,10 @@ ROWS = [
     ),
     config_error("negative-timeout", session_with(), "--timeout", args=("--timeout", "-5")),
     # -- names and paths that must be refused, not crash -------------------------------------------
-    config_error("name-not-utf8", _nothing, "is not valid UTF-8", args=("--session", "demo\udcffx")),
+    # A process: the name reaches it as bytes, and its message goes out through a real stderr.
+    config_error(
+        "name-not-utf8", _nothing, "is not valid UTF-8", args=("--session", "demo\udcffx"), process=True
+    ),
     config_error("name-90-cjk-characters", _nothing, "bytes long; at most", args=("--session", "漢" * 90)),
     config_error(
         "name-git-refuses-as-branch", _nothing, "not a valid git branch name", args=("--session", "x.lock")
@@ -379,7 +385,8 @@ def test_bad_input_gives_a_clear_message_and_keeps_the_files(project, row: Row):
     watched = {"session": folder, "sessions": project.sessions, "outside": project.root / "outside.md"}
     before = {k: snapshot(p) for k, p in watched.items()}
     before_outside = (project.root / "outside-signal.json").read_bytes()
-    result = project.run("--config", str(config), "--session", NAME, *row.args, env=extra, timeout=60)
+    run = project.cli if row.kind == NOTHING and not row.process else project.run
+    result = run("--config", str(config), "--session", NAME, *row.args, env=extra, timeout=60)
     output = result.stdout + result.stderr
     assert result.returncode == row.code, output
     assert "Traceback" not in output, output
@@ -405,7 +412,9 @@ def test_the_table_has_at_least_30_rows():
 def test_env_file_problems_are_all_listed_at_once(project):
     env_file = project.root / "bad.env"
     env_file.write_text("SAMOCODE_IDLE_TIMEOUT=abc\nSAMOCODE_MAX_RETRIES=-1\nSAMOCODE_MAX_COST_USD=nan\n")
-    result = project.worker(NAME, env={"SAMOCODE_ENV_FILE": str(env_file)})
+    result = project.cli(
+        "--config", str(project.config), "--session", NAME, env={"SAMOCODE_ENV_FILE": str(env_file)}
+    )
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 3, lines

@@ -212,3 +212,20 @@ def test_a_long_note_leaves_a_flow_log_line_as_short_as_the_workers_and_the_hist
     (line,) = [ln for ln in (folder / "_overview.md").read_text().splitlines() if "Human direction" in ln]
     assert line.startswith("- [000 @ 11-29 16:00] Human direction: use the staging database")
     assert line.endswith("…") and len(line) <= FLOW_EVENT_MAX + len("- [000 @ 11-29 16:00] ")
+
+
+# -- the suite's in-process runner (conftest.cli) ------------------------------------------------------------
+
+
+def test_the_in_process_runner_puts_the_process_back_and_never_runs_the_worker(project):
+    import sys
+
+    before = (dict(os.environ), os.getcwd(), sys.stdin, sys.stdout, sys.stderr)
+    shown = project.cli("status", "--config", str(project.config), "--session", "nope", env={"X_ONLY": "1"})
+    assert (shown.returncode, shown.stdout) == (9, "") and shown.stderr.startswith("samocode: no session")
+    assert (dict(os.environ), os.getcwd(), sys.stdin, sys.stdout, sys.stderr) == before
+    assert project.cli("status", "-h").returncode == 0  # argparse's exit, as a code
+    with pytest.raises(AssertionError, match="the worker would run in this process"):
+        project.cli("--config", str(project.config), "--session", "fine")
+    assert not project.sessions.exists() or not any(project.sessions.iterdir())  # no session made
+    assert (dict(os.environ), os.getcwd()) == before[:2]

@@ -1,4 +1,7 @@
-"""Session names and folders: exact -> newest dated -> new; unsafe names refused; worktrees made with git."""
+"""Session names and folders: exact -> newest dated -> new; unsafe names refused; worktrees made with git.
+
+The worker runs in-process (tests/inproc.py), a refused command line through `worker.cli.main`
+(`Project.cli`); the config errors, all at once, as a process."""
 
 from __future__ import annotations
 
@@ -6,6 +9,7 @@ import datetime as dt
 
 import pytest
 from conftest import git
+from inproc import InProc
 
 from worker.errors import ConfigError
 from worker.session import check_name, resolve
@@ -55,34 +59,35 @@ def test_plain_names_are_accepted(name):
 
 @pytest.mark.parametrize("name", ["../escape", "a b", "*"])
 def test_the_worker_refuses_unsafe_names_with_exit_2_and_creates_nothing(project, name):
-    result = project.worker(name)
+    result = project.cli("--config", str(project.config), "--session", name)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert not project.sessions.exists() or not any(project.sessions.iterdir())
 
 
-def test_a_new_session_gets_a_worktree_on_its_own_branch(project):
-    project.scenario(by_phase={"investigation": {"signal": {"status": "blocked", "reason": "stop"}}})
-    project.env["GIT_BRANCH_PREFIX"] = "samo"
-    assert project.worker("wt-demo").returncode == 4
+def test_a_new_session_gets_a_worktree_on_its_own_branch(project, monkeypatch):
+    loop = InProc(project, monkeypatch)
+    loop.scenario(by_phase={"investigation": {"signal": {"status": "blocked", "reason": "stop"}}})
+    assert loop.run("wt-demo", branch_prefix="samo").code == 4
     session = project.session_dir("wt-demo")
     worktree = project.worktrees / session.name
     assert (worktree / "README.md").exists()
     assert git(worktree, "rev-parse", "--abbrev-ref", "HEAD").strip() == "samo/wt-demo"
     # Started again, the same worktree and branch are reused.
-    assert project.worker("wt-demo").returncode == 4
+    assert loop.run("wt-demo", branch_prefix="samo").code == 4
     assert len(git(project.main_repo, "worktree", "list").splitlines()) == 2  # main + this session
 
 
-def test_a_non_git_main_repo_is_worked_on_in_place(project, tmp_path):
+def test_a_non_git_main_repo_is_worked_on_in_place(project, tmp_path, monkeypatch):
     plain = tmp_path / "plain"
     plain.mkdir()
     project.config.write_text(
         f"MAIN_REPO={plain}\nWORKTREES={tmp_path / 'wt2'}\nSESSIONS={project.sessions}\n# comment\n"
     )
-    project.scenario(by_phase={"investigation": {"signal": {"status": "blocked", "reason": "stop"}}})
-    assert project.worker("inplace").returncode == 4
-    assert project.records()[0]["cwd"] == str(plain)
+    loop = InProc(project, monkeypatch)
+    loop.scenario(by_phase={"investigation": {"signal": {"status": "blocked", "reason": "stop"}}})
+    assert loop.run("inplace").code == 4
+    assert loop.child.calls[0]["cwd"] == str(plain)
 
 
 def test_config_problems_are_all_reported_at_once(project, tmp_path):
