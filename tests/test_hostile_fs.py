@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from inproc import InProc
 from worker_helpers import history
 
 BLOCK = {"signal": {"status": "blocked", "reason": "stop here", "needs": "human_decision"}}
@@ -76,11 +77,19 @@ def _remount(path: Path, mode: str) -> None:
     subprocess.run(["mount", "-o", f"remount,{mode}", str(path)], check=True, capture_output=True)
 
 
-def test_a_read_only_session_folder_stops_the_worker_and_every_command_cleanly(project, tmp_path):
+def blocked_in_process(project, monkeypatch, name: str) -> None:
+    """The session blocked by a worker run in this process (tests/inproc.py): only the state counts."""
+    loop = InProc(project, monkeypatch)
+    loop.scenario(by_phase={"investigation": BLOCK})
+    assert loop.run(name).code == 4
+
+
+def test_a_read_only_session_folder_stops_the_worker_and_every_command_cleanly(
+    project, tmp_path, monkeypatch
+):
     with tmpfs(tmp_path / "ro", "4m") as small:
         sessions = _on(project, small)
-        project.scenario(by_phase={"investigation": BLOCK})
-        assert project.worker("ro").returncode == 4
+        blocked_in_process(project, monkeypatch, "ro")
         folder = next(sessions.iterdir())
         before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
         calls = len(project.records())
@@ -107,11 +116,13 @@ def test_a_read_only_session_folder_stops_the_worker_and_every_command_cleanly(p
         assert after == before  # nothing half-written
 
 
-def test_a_session_folder_that_turns_read_only_before_an_iteration_stops_with_a_reason(project, tmp_path):
+def test_a_session_folder_that_turns_read_only_before_an_iteration_stops_with_a_reason(
+    project, tmp_path, monkeypatch
+):
     with tmpfs(tmp_path / "ro2", "4m") as small:
         sessions = _on(project, small)
+        blocked_in_process(project, monkeypatch, "ro2")
         project.scenario(by_phase={"investigation": BLOCK})
-        assert project.worker("ro2").returncode == 4
         unblocked = project.cli(
             "unblock", "--config", str(project.config), "--session", "ro2", "--note", "go"
         )
