@@ -383,7 +383,8 @@ def test_approve_refuses_with_exit_7_and_changes_nothing(project, fields, files,
     assert snapshot(folder) == before
 
 
-def test_approve_refuses_with_exit_6_while_another_process_holds_the_lease(project):
+def test_approve_refuses_with_exit_6_while_the_lease_is_taken(project):
+    """The lease taken on another open file (a worker in another process: see the running-worker test)."""
     folder = make(project, "s", PLANNING_WAIT, {"01-01-00:00-plan-x.md": "p"})
     before = snapshot(folder)
     lease = Lease(SessionPaths(folder))
