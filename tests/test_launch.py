@@ -33,13 +33,20 @@ STARTED = re.compile(
     r"samocode: started worker pid (?P<pid>\d+) on (?P<dir>\S+) \(output: (?P<out>\S+)/_worker\.out\)\n"
 )
 QA = "### Q1. Which?\n- A) a\n- B) b\n**Suggestion:** A\n**Answer:** _waiting_\n"
-TO_QA = {  # a new session: one slow iteration, then it waits for answers (exit 3)
-    "investigation": {"sleep": 2, "signal": {"status": "continue", "phase": "requirements"}},
-    "requirements": {
-        "signal": {"status": "waiting", "for": "qa_answers", "reason": "questions"},
-        "files": {"_qa.md": QA},
-    },
-}
+
+
+def to_qa(go: Path) -> dict:
+    """A new session: one iteration that runs until the test makes `go`, then it waits for answers
+    (exit 3)."""
+    return {
+        "investigation": {"until": str(go), "signal": {"status": "continue", "phase": "requirements"}},
+        "requirements": {
+            "signal": {"status": "waiting", "for": "qa_answers", "reason": "questions"},
+            "files": {"_qa.md": QA},
+        },
+    }
+
+
 TO_DONE = {
     "quality": {"signal": {"status": "continue", "phase": "done"}},
     "done": {"signal": {"status": "done", "summary": "all good"}, "files": {"{prefix}-summary.md": "s\n"}},
@@ -109,7 +116,8 @@ def wait_gone(pid: int, limit: float = 30) -> None:
 
 
 def test_start_returns_at_once_and_the_worker_runs_on_after_the_starter_exited(project, started):
-    project.scenario(by_phase=TO_QA)
+    go = project.root / "go"
+    project.scenario(by_phase=to_qa(go))
     began = time.monotonic()
     result = start(project, "feat", "--task", "Build it", pids=started)
     took = time.monotonic() - began
@@ -119,10 +127,11 @@ def test_start_returns_at_once_and_the_worker_runs_on_after_the_starter_exited(p
     assert result.stderr == "" and took < 10, took
     pid, folder = int(match["pid"]), Path(match["dir"])
     assert folder.parent == project.sessions and folder.name.endswith("-feat") and match["out"] == str(folder)
-    # The starter has exited; its worker holds the session and runs its first (2 s) iteration.
+    # The starter has exited; its worker holds the session and runs its first iteration (until `go`).
     assert pid_alive(pid) and holder(SessionPaths(folder)) == pid
     wait_for(lambda: project.records(), 10)
     assert pid_alive(pid)
+    go.touch()
     wait_gone(pid)
     assert overview(folder).get("waiting for") == "qa_answers"
     assert record(folder) | {"started_at": "", "ended_at": ""} == {
@@ -146,7 +155,8 @@ def test_a_started_worker_survives_its_parent_group_being_killed_and_its_termina
 ):
     """A stand-in for a parent CLI: a shell on its own terminal runs `start`, then the parent kills
     its whole process group (HUP, then KILL) and the terminal goes away."""
-    project.scenario(by_phase={**TO_QA, "investigation": {**TO_QA["investigation"], "sleep": 3}})
+    go = project.root / "go"
+    project.scenario(by_phase=to_qa(go))
     master, slave = pty.openpty()
     command = f"{sys.executable} {MAIN} start --config {project.config} --session feat --task t; sleep 60"
     parent = subprocess.Popen(
@@ -186,6 +196,7 @@ def test_a_started_worker_survives_its_parent_group_being_killed_and_its_termina
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(parent.pid, signal.SIGKILL)
             parent.wait(timeout=10)
+        go.touch()
     wait_gone(pid)  # it still reaches its gate
     assert record(folder)["code"] == 3 and overview(folder).get("waiting for") == "qa_answers"
 
@@ -262,8 +273,11 @@ def test_start_reports_config_errors_before_detaching(project, started, args, en
 
 def test_start_passes_every_run_option_to_the_worker(project, started):
     stay = {"status": "continue", "phase": "investigation"}
-    # Only the first child takes its time: the worker is alive while its command line is read.
-    project.scenario(sequence=[{"sleep": 1, "signal": stay}], by_phase={"investigation": {"signal": stay}})
+    go = project.root / "go"
+    # Only the first child waits (until `go`): the worker is alive while its command line is read.
+    project.scenario(
+        sequence=[{"until": str(go), "signal": stay}], by_phase={"investigation": {"signal": stay}}
+    )
     result = start(
         project, "opts", "--task", "the task", "--dive", "the dive", "--timeout", "77",
         "--provider", "claude", "--max-iterations", "2", pids=started,
@@ -271,6 +285,7 @@ def test_start_passes_every_run_option_to_the_worker(project, started):
     assert result.returncode == 0, result.stderr
     pid = int(STARTED.fullmatch(result.stdout)["pid"])
     cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    go.touch()
     wait_gone(pid)
     folder = project.session_dir("opts")
     assert record(folder)["code"] == 8  # --max-iterations 2 reached
@@ -298,12 +313,12 @@ def _launch(tmp_path: Path, code: str, timeout: float = 5, kill_grace: float = l
 
 def test_a_worker_that_neither_starts_nor_ends_in_time_is_stopped_and_reported(tmp_path):
     began = time.monotonic()
-    with pytest.raises(NotStarted, match=r"neither took the session nor exited within 0\.5 s; stopped it"):
+    with pytest.raises(NotStarted, match=r"neither took the session nor exited within 0\.3 s; stopped it"):
         _launch(
             tmp_path,
             "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)",
-            0.5,
-            kill_grace=0.3,  # the product's 5 s between TERM and KILL, shortened
+            0.3,
+            kill_grace=0.2,  # the product's 5 s between TERM and KILL, shortened
         )
     assert time.monotonic() - began < 5
     assert processes_with(str(tmp_path)) == []  # TERM was ignored: KILL followed
@@ -335,6 +350,17 @@ def test_a_worker_that_exits_at_once_gives_its_code_and_last_line(tmp_path):
 
 
 # -- stop ------------------------------------------------------------------------------------------
+
+
+def _ignores(pid: int, signum: int) -> bool:
+    """Whether the process ignores the signal now (its SigIgn mask)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigIgn:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except OSError:
+        pass
+    return False
 
 
 def test_stop_mid_iteration_interrupts_like_ctrl_c_and_the_next_start_resumes_to_done(project, started):
@@ -381,8 +407,9 @@ def test_stop_gives_up_after_its_timeout_with_6_and_a_second_stop_finishes(proje
     assert first.returncode == 0, first.stderr
     pid = int(STARTED.fullmatch(first.stdout)["pid"])
     started.append(pid)
-    wait_for(lambda: project.records(), 15)
-    time.sleep(0.3)  # let the fake CLI install its TERM handler
+    wait_for(
+        lambda: [p for p in fakes(project.root) if _ignores(p, signal.SIGTERM)], 15
+    )  # its TERM handler is in
     quick = run(project, "stop", "s", "--timeout", "0.3")
     assert quick.returncode == 6, quick.stdout + quick.stderr
     assert quick.stderr == f"samocode: worker pid {pid} still running after 0.3 s\n"

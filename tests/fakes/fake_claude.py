@@ -15,7 +15,8 @@ Environment:
                  unifiedWindows in rate_limit_info.
 Action keys (all optional): signal (object, or a string written raw), overview {Field: value},
 flow (event text), files {relative name: content} (session dir), code {relative name: content}
-(working dir, committed when it is a git repo), answer_qa (bool), sleep (s), stdout_mb (MB of
+(working dir, committed when it is a git repo), answer_qa (bool), sleep (s), until (a path: run
+until that file exists, 60 s at most; the test makes it when it is done looking), stdout_mb (MB of
 assistant events), half_line (print a partial line then sleep), spawn ("holder": grandchild keeps
 stdout; "setsid": sleeper in its own session), exit (code), result (merged into the result event;
 null to print none), rate_limit (resetsAt seconds from now: a rejected rate_limit_event), limits

@@ -71,7 +71,8 @@ def side_effects(action):
 
 def stall(action, partial_line):
     """half_line: print the start of a line and never end it; close_stdout: close stdout (later
-    output goes nowhere) and work on; sleep: take that long."""
+    output goes nowhere) and work on; sleep: take that long; until: take until that file exists
+    (60 s at most): the test makes it once it has seen what it needed the child running for."""
     if action.get("half_line"):
         sys.stdout.write(partial_line)
         sys.stdout.flush()
@@ -79,6 +80,10 @@ def stall(action, partial_line):
         sys.stdout.flush()
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     time.sleep(float(action.get("sleep", 0)))
+    if action.get("until"):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(action["until"]) and time.monotonic() < deadline:
+            time.sleep(0.02)
 
 
 def perform(action, ctx):
