@@ -251,9 +251,11 @@ def test_a_restart_does_not_apply_an_old_update_again(project, bot):
     offset = json.loads((project.session_dir("again") / ".samocode.telegram.json").read_text())["offset"]
     assert offset == note + 1
     bot.requests.clear()
-    with worker(project, "again", env_of(bot.url, wait=1)) as proc:
+    with worker(project, "again", env_of(bot.url)) as proc:
+        until(lambda: bot.calls("getUpdates"), "the restarted worker's first poll")
+        proc.send_signal(signal.SIGTERM)  # the poll shows the offset: no need to sit out this wait
         out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 4, (out, err)
+    assert proc.returncode == 143, (out, err)
     polls = bot.calls("getUpdates")
     assert polls and all(p["offset"] > note for p in polls)
     assert len([r for r in history(project, "again") if r.get("event") == "unblocked"]) == 1
@@ -277,10 +279,10 @@ def test_a_parent_approve_during_the_wait_ends_it(project, bot):
 def test_the_wait_runs_out_with_exit_3(project, bot):
     project.scenario(by_phase=TO_PLAN_WAIT)
     started = time.monotonic()
-    result = project.worker("late", "--task", "t", env=env_of(bot.url, wait=1))
+    result = project.worker("late", "--task", "t", env=env_of(bot.url, wait=0.5))
     assert result.returncode == 3, result.stderr
     assert "waiting for plan_approval" in result.stdout
-    assert 1 <= time.monotonic() - started < 30
+    assert 0.5 <= time.monotonic() - started < 30
     assert message_saying(bot, "The worker stopped waiting for plan_approval")
     assert not (project.session_dir("late") / ".samocode.gatewait.json").exists()
 
@@ -338,12 +340,12 @@ def test_an_old_button_and_a_refused_action_are_answered_with_the_reason(project
 def test_errors_and_rate_limits_from_getupdates_delay_but_do_not_lose_a_reply(tmp_path, bot, caplog):
     """The poller itself, in-process with its back-off shortened: errors back off, a 429's retry_after
     is honoured over a shorter back-off, one log line for the lot, and the reply still comes through."""
-    limited = {"ok": False, "error_code": 429, "parameters": {"retry_after": 1}}
+    limited = {"ok": False, "error_code": 429, "parameters": {"retry_after": 0.5}}
     bot.poll_replies = [500, 500, (429, limited)]
     reply = say(bot, "use the read replica")
     settings = Settings(telegram_token=TOKEN, telegram_chat_id="42", telegram_api_base=bot.url)
     talk = Conversation(SessionPaths(tmp_path), settings, threading.Event(), lambda _command: (True, ""))
-    talk.backoff = 0.05  # the product's 1 s (then 2 s, 4 s) shortened; retry_after stays 1 s
+    talk.backoff = 0.01  # the product's 1 s (then 2 s, 4 s) shortened, and retry_after to 0.5 s
     caplog.set_level(logging.WARNING, logger="samocode.bot")
     started = time.monotonic()
     talk.poller.start()
@@ -354,7 +356,7 @@ def test_errors_and_rate_limits_from_getupdates_delay_but_do_not_lose_a_reply(tm
         talk.close()
         talk.poller.join(timeout=10)
     assert update["update_id"] == reply and update["message"]["text"] == "use the read replica"
-    assert 1.0 <= took < 5, took  # 0.05 + 0.1, then max(retry_after 1, 0.2) before the fourth poll
+    assert 0.5 <= took < 5, took  # 0.01 + 0.02, then max(retry_after 0.5, 0.04) before the fourth poll
     offsets = [body["offset"] for path, body, _ in bot.requests if path.endswith("/getUpdates")]
     assert offsets[:4] == [0, 0, 0, 0], offsets  # the failures lost nothing: the same offset again
     log = "\n".join(r.getMessage() for r in caplog.records)
@@ -448,7 +450,7 @@ def test_a_dripping_bot_api_holds_up_neither_a_parent_command_nor_sigterm(projec
         # implementation blocks: the wait's message to the phone now drips; SIGTERM in the middle of it
         until(lambda: "Blocked: yes" in overview(project, "drip"), "the block")
         until(lambda: len(bot.calls("sendMessage")) > before, "the blocked message under way")
-        time.sleep(0.5)
+        until(lambda: bot.sent >= 2, "the answer dripping")
         sent = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
