@@ -461,10 +461,16 @@ def test_fake_hangs_while_stdin_stays_open(tmp_path):
         proc.stdin.write(b"- Phase: investigation\n")
         proc.stdin.flush()
         with pytest.raises(subprocess.TimeoutExpired):
-            proc.wait(timeout=1)
+            proc.wait(timeout=0.5)
+        proc.stdin.close()  # EOF: now it goes on (and, with no scenario file, ends)
+        proc.wait(timeout=10)
     finally:
-        proc.kill()
-        proc.communicate()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 # -- the worker with --provider codex -------------------------------------------------------------
@@ -589,7 +595,7 @@ def test_bad_credentials_stop_at_once(codex):
 def test_a_hanging_codex_is_killed_at_the_timeout(codex):
     codex.scenario(by_phase={"investigation": {"sleep": 60}})
     started = time.monotonic()
-    result = codex.worker("c7", "--provider", "codex", "--timeout", "1", env={"SAMOCODE_MAX_RETRIES": "0"})
+    result = codex.worker("c7", "--provider", "codex", "--timeout", "0.5", env={"SAMOCODE_MAX_RETRIES": "0"})
     assert result.returncode == 5, result.stderr
     assert "(timeout)" in result.stderr
     assert time.monotonic() - started < 30
