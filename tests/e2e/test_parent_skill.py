@@ -37,7 +37,10 @@ REPO = Path(__file__).resolve().parents[2]
 TASK = "Add feature.txt"
 CLI_TIMEOUT = 600  # a whole session through both gates takes about 1-2 minutes here
 OUTLIVE_TIMEOUT = 180
-DONE_ITERATION_S = 3  # longer than a watch's poll and a launcher's start-up
+# After the mid-iteration Status change, the done child lives this long: more than a watch's 0.2 s poll,
+# so a watch returns on that change while the worker still runs. The 2 s before the change leave the
+# parent a turn to begin that watch.
+DONE_ITERATION_S = 1
 
 
 def child_script(prompt: str) -> list:
