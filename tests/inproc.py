@@ -13,6 +13,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -24,7 +25,7 @@ import pytest
 
 from worker import process, session
 from worker.config import Settings, load_project
-from worker.errors import ExitCode
+from worker.errors import ExitCode, SamocodeError
 from worker.loop import run_session
 from worker.overview import Overview, parse
 from worker.providers.registry import get_provider
@@ -317,3 +318,28 @@ GATED_SESSION = {
 def providers(loop: InProc) -> list[str]:
     """Which CLI each child was."""
     return ["codex" if c["argv"][1:2] == ["exec"] else "claude" for c in loop.child.calls]
+
+
+def run_as_cli(loop: InProc, name: str, **settings: object) -> subprocess.CompletedProcess[str]:
+    """`loop.run(name)` as `samocode run` ends it: the exit code, and what the CLI layer prints of the
+    outcome. That is clirun.run's last line, `samocode: <outcome>: <message>` (on stdout for done,
+    waiting and a usage limit, else on stderr), or for a SamocodeError out of the loop cli.main's
+    `samocode: <line>` per line of it on stderr. The start and iteration lines are left out; any
+    other exception propagates (a real process would have printed a traceback)."""
+    argv = ["samocode", "run", "--session", name]
+    try:
+        outcome = loop.run(name, **settings)
+    except SamocodeError as exc:
+        lines = "".join(f"samocode: {line}\n" for line in str(exc).splitlines() or [type(exc).__name__])
+        return subprocess.CompletedProcess(argv, int(exc.exit_code), "", lines)
+    line = f"samocode: {outcome.code.name.lower()}: {outcome.message}\n"
+    quiet = outcome.code in (ExitCode.DONE, ExitCode.WAITING, ExitCode.LIMIT)
+    return subprocess.CompletedProcess(argv, int(outcome.code), line if quiet else "", "" if quiet else line)
+
+
+def signal_as(kind: str) -> Callable[[dict], None]:
+    """fake_claude.py's `signal_as` action for the in-process child, as its `then` (after the work,
+    as the fake does it): `_signal.json` made a FIFO, a directory, a symlink, N MB or given bytes."""
+    from fake_claude import odd_signal
+
+    return lambda ctx: odd_signal(kind, ctx["Session Dir"])

@@ -1,10 +1,14 @@
 """Bad input never loses data: a table of malformed inputs, each run through the real worker.
 
-Every row sets up one malformed input, runs the worker (as a subprocess, with the fake CLI; a usage
-or config error, which stops the worker before anything runs, in this process through
-`worker.cli.main`, `Project.cli`), and checks the exit code, a one-line `samocode: ...` message
-naming the problem (no traceback), and that the session's files survived. What the worker may
-legitimately change, by row kind:
+Every row sets up one malformed input, runs the worker and checks the exit code, a one-line
+`samocode: ...` message naming the problem (no traceback), and that the session's files survived.
+Most rows run in this process: a usage or config error, which stops the worker before anything runs,
+through `worker.cli.main` (`Project.cli`); any other row through the loop with the fake child
+(tests/inproc.py), its message the line the CLI prints of the loop's outcome (`inproc.run_as_cli`).
+A few rows (`process=True`) run the real worker as a subprocess with the fake CLI, one for each way
+the CLI layer ends a run: a name that reaches the process as bytes, an unusable session file
+(blocked before any child), a bad signal from a real child, a survivable input, and a session
+waiting for a human (its line on stdout). What the worker may legitimately change, by row kind:
 
 - `NOTHING` (usage and config errors): every file byte-identical; no new session folder.
 - `JOURNAL` (a session file is unusable, or the session waits for a human): the overview
@@ -17,14 +21,17 @@ legitimately change, by row kind:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from inproc import InProc
+from inproc import InProc, run_as_cli, signal_as
 from worker_helpers import history
 
 from worker import overview
@@ -53,7 +60,7 @@ class Row:
     scenario: dict = field(default_factory=lambda: {"by_phase": {"investigation": BLOCK}})
     args: tuple[str, ...] = ()
     calls: int | None = None  # provider invocations expected (None: not checked)
-    process: bool = False  # a NOTHING row that still runs as a process (the others run in-process)
+    process: bool = False  # the real worker as a subprocess (the others run in-process)
 
 
 def with_overview(data: bytes | str):
@@ -78,9 +85,10 @@ def session_with(**files: bytes | str):
     return setup
 
 
-def signal_row(id_: str, action: dict, message: str, calls: int = 2) -> Row:
+def signal_row(id_: str, action: dict, message: str, calls: int = 2, process: bool = False) -> Row:
     """The child leaves a bad signal (twice): retried once, then blocked with the reason."""
-    return Row(id_, session_with(), 4, message, DECIDED, {"sequence": [action, action]}, calls=calls)
+    scenario = {"sequence": [action, action]}
+    return Row(id_, session_with(), 4, message, DECIDED, scenario, calls=calls, process=process)
 
 
 def _dir_overview(project, folder: Path) -> None:
@@ -187,9 +195,9 @@ CRLF = template().replace("\n", "\r\n")
 REQ_BLOCK = {"by_phase": {"requirements": BLOCK}}
 
 
-def unusable(id_: str, setup, message: str, code: int = 4) -> Row:
+def unusable(id_: str, setup, message: str, code: int = 4, process: bool = False) -> Row:
     """The worker stops before any child runs; only its journal and log grow."""
-    return Row(id_, setup, code, message, JOURNAL, calls=0)
+    return Row(id_, setup, code, message, JOURNAL, calls=0, process=process)
 
 
 def config_error(id_: str, setup, message: str, args: tuple[str, ...] = (), process: bool = False) -> Row:
@@ -197,10 +205,12 @@ def config_error(id_: str, setup, message: str, args: tuple[str, ...] = (), proc
     return Row(id_, setup, 2, message, NOTHING, args=args, calls=0, process=process)
 
 
-def proceeds(id_: str, setup, scenario: dict | None = None) -> Row:
+def proceeds(id_: str, setup, scenario: dict | None = None, process: bool = False) -> Row:
     """The odd input is survivable: one child runs and its blocked signal is recorded."""
     scenario = scenario or {"by_phase": {"investigation": BLOCK}}
-    return Row(id_, setup, 4, "blocked (human_decision): stop here", DECIDED, scenario, calls=1)
+    return Row(
+        id_, setup, 4, "blocked (human_decision): stop here", DECIDED, scenario, calls=1, process=process
+    )
 
 
 WITHOUT_PHASE = template().replace("Phase: investigation\n", "")
@@ -214,6 +224,7 @@ ROWS = [
         "overview-without-status",
         with_overview("# Session: bad\n\n## Notes\nPhase: investigation\n"),
         "blocked: _overview.md has no '## Status' section",
+        process=True,
     ),
     unusable("duplicate-phase-lines", with_overview(TWO_PHASES), "more than one 'Phase:' line"),
     unusable(
@@ -236,7 +247,7 @@ ROWS = [
         unusable("overview-unreadable", _unreadable_overview, "cannot read _overview.md: Permission denied"),
         marks=pytest.mark.skipif(ROOT, reason="root reads a chmod 000 file; the directory row covers it"),
     ),
-    proceeds("crlf-overview-kept", with_overview(CRLF)),
+    proceeds("crlf-overview-kept", with_overview(CRLF), process=True),
     proceeds("nul-bytes-in-task", with_overview(template().replace("the task", "the \x00 task"))),
     # -- the signal ----------------------------------------------------------------------------
     signal_row("signal-is-a-list", {"signal": "[1, 2]"}, "signal must be a JSON object, got list"),
@@ -246,7 +257,7 @@ ROWS = [
         {"signal_as": "symlink:../../outside-signal.json"},
         "_signal.json is a symlink; refusing to follow it",
     ),
-    signal_row("signal-is-a-fifo", {"signal_as": "fifo"}, "_signal.json is not a regular file"),
+    signal_row("signal-is-a-fifo", {"signal_as": "fifo"}, "_signal.json is not a regular file", process=True),
     signal_row("signal-is-a-directory", {"signal_as": "dir"}, "_signal.json is a directory; remove it", 1),
     signal_row("signal-invalid-utf8", {"signal_as": "hex:7b22737461747573223a2022ff227d"}, "not valid UTF-8"),
     signal_row("signal-nested-deeply", {"signal": "[" * 30000 + "]" * 30000}, "nested too deeply"),
@@ -272,7 +283,9 @@ ROWS = [
     proceeds("qa-binary-junk-while-waiting", waiting_for_answers(bytes(range(256))), REQ_BLOCK),
     proceeds("qa-is-a-fifo-while-waiting", waiting_for_answers(None), REQ_BLOCK),
     unusable("blocked-session", with_overview(template(Blocked="yes")), "session is blocked"),
-    unusable("unanswered-questions", waiting_for_answers(b"**Answer:** _waiting_\n"), "still wait", code=3),
+    unusable(
+        "unanswered-questions", waiting_for_answers(b"**Answer:** _waiting_\n"), "still wait", 3, process=True
+    ),
     # -- `.samocode`, `.env`, environment and command line ---------------------------------------
     config_error("samocode-missing-keys", _config_text(b"WORKTREES=wt\n"), "MAIN_REPO is missing"),
     config_error("samocode-binary-junk", _config_text(b"\xff\xfe\x00junk"), "not a UTF-8 text file"),
@@ -375,8 +388,54 @@ def check_files(kind: str, before: dict, after: dict) -> None:
         assert top in appended | {"_logs", "_signal.json", *own}, f"unexpected new file {rel}"
 
 
+@contextlib.contextmanager
+def deadline(seconds: float):
+    """TimeoutError from an in-process run that hangs (a blocking open of a FIFO included), as the
+    subprocess rows have subprocess.run's timeout."""
+
+    def expired(_signum: int, _frame: object) -> None:
+        raise TimeoutError(f"the worker took more than {seconds} s")
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def in_process(action: dict) -> dict:
+    """A scenario action of the fake CLI for the in-process child: `signal_as` done by the fake's
+    own function, after the work as the fake does it."""
+    kind = action.get("signal_as")
+    if not kind:
+        return action
+    return {**action, "then": signal_as(kind)}
+
+
+def run_row(
+    project, monkeypatch, row: Row, config: Path, extra: dict
+) -> tuple[subprocess.CompletedProcess, int]:
+    """The row's run, as a process or in this process, and how many children it started."""
+    args = ("--config", str(config), "--session", NAME, *row.args)
+    if row.process:
+        result = project.run(*args, env=extra, timeout=60)
+        return result, len(project.records())
+    if row.kind == NOTHING:
+        return project.cli(*args, env=extra, timeout=60), len(project.records())
+    assert not extra and not row.args and config == project.config, "the in-process loop takes no options"
+    loop = InProc(project, monkeypatch)
+    sequence = [in_process(a) for a in row.scenario.get("sequence", [])]
+    by_phase = {k: in_process(a) for k, a in row.scenario.get("by_phase", {}).items()}
+    loop.scenario(sequence, by_phase)
+    with deadline(60):
+        result = run_as_cli(loop, NAME)
+    return result, len(loop.child.calls)
+
+
 @pytest.mark.parametrize("row", ROWS, ids=lambda r: r.id)
-def test_bad_input_gives_a_clear_message_and_keeps_the_files(project, row: Row):
+def test_bad_input_gives_a_clear_message_and_keeps_the_files(project, monkeypatch, row: Row):
     project.scenario(**row.scenario)
     folder = project.sessions / NAME
     extra = row.setup(project, folder) or {}
@@ -385,8 +444,7 @@ def test_bad_input_gives_a_clear_message_and_keeps_the_files(project, row: Row):
     watched = {"session": folder, "sessions": project.sessions, "outside": project.root / "outside.md"}
     before = {k: snapshot(p) for k, p in watched.items()}
     before_outside = (project.root / "outside-signal.json").read_bytes()
-    run = project.cli if row.kind == NOTHING and not row.process else project.run
-    result = run("--config", str(config), "--session", NAME, *row.args, env=extra, timeout=60)
+    result, calls = run_row(project, monkeypatch, row, config, extra)
     output = result.stdout + result.stderr
     assert result.returncode == row.code, output
     assert "Traceback" not in output, output
@@ -394,7 +452,7 @@ def test_bad_input_gives_a_clear_message_and_keeps_the_files(project, row: Row):
     assert last and row.message in output, output
     assert all(line.startswith("samocode: ") for line in result.stderr.splitlines()), result.stderr
     if row.calls is not None:
-        assert len(project.records()) == row.calls
+        assert calls == row.calls
     after = {k: snapshot(p) for k, p in watched.items()}
     check_files(row.kind, before["session"], after["session"])
     assert after["outside"] == before["outside"]
@@ -403,6 +461,16 @@ def test_bad_input_gives_a_clear_message_and_keeps_the_files(project, row: Row):
         assert after["sessions"] == before["sessions"]  # no new session folder either
     if row.kind == JOURNAL and folder.is_dir() and (folder / "_signal_history.jsonl").is_file():
         assert history(folder)[-1].get("event") == "blocked" or row.calls == 0
+
+
+def test_the_process_rows_cover_each_way_the_cli_ends_a_run():
+    """At least one real process per way: a config error before the loop, the loop's outcome with no
+    child, with a real child's bad signal, a survivable input, and a waiting session (stdout)."""
+    rows = [r.values[0] if hasattr(r, "values") else r for r in ROWS]
+    process = [r for r in rows if r.process]
+    assert {(r.kind, r.code) for r in process} >= {(NOTHING, 2), (JOURNAL, 4), (DECIDED, 4), (JOURNAL, 3)}
+    assert any(r.kind == DECIDED and r.calls == 2 for r in process)  # the retried bad signal
+    assert any(r.kind == DECIDED and r.calls == 1 for r in process)  # the survivable input
 
 
 def test_the_table_has_at_least_30_rows():
