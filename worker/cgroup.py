@@ -10,6 +10,7 @@ is a no-op and the tag does the work alone.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from pathlib import Path
 
@@ -17,6 +18,7 @@ ROOT = Path("/sys/fs/cgroup")
 PREFIX = "samocode-"
 
 
+@functools.cache  # the worker never moves itself: read once, not three times between two children
 def _own_cgroup() -> Path | None:
     """Where new cgroups can go: beside the worker in the v1 `pids` hierarchy, else in cgroup v2."""
     try:
