@@ -143,7 +143,19 @@ def test_answer_refuses_a_fifo_at_qa_md_at_once(project):
     os.mkfifo(folder / "_qa.md")
     result = cmd(project, "answer", "q", "--accept-suggestions", timeout=20)  # a hang fails here
     assert result.returncode == 7, result.stdout + result.stderr
-    assert "_qa.md: [Errno 22] not a regular file" in result.stderr, result.stderr
+    assert result.stderr.count("_qa.md") == 1, result.stderr  # the path once, then the reason
+    assert "_qa.md: not a regular file" in result.stderr, result.stderr
+    assert not (folder / "_signal_history.jsonl").exists()  # nothing changed
+
+
+def test_answer_refuses_a_qa_md_that_is_not_utf8_naming_it_once(project):
+    folder = make(
+        project, "q8", {"Phase": "requirements", "Blocked": "waiting_human", "Waiting For": "qa_answers"}
+    )
+    (folder / "_qa.md").write_bytes("## Q1\nA: _waiting_ caf\u00e9\n".encode("latin-1"))
+    result = cmd(project, "answer", "q8", "--accept-suggestions")
+    assert result.returncode == 7, result.stdout + result.stderr
+    assert result.stderr.count("_qa.md") == 1 and "_qa.md: not UTF-8 text" in result.stderr, result.stderr
     assert not (folder / "_signal_history.jsonl").exists()  # nothing changed
 
 

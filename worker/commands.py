@@ -265,8 +265,10 @@ def answer(paths: SessionPaths, given: dict[int, str], accept: bool, now: dt.dat
             text = qa.read(paths.qa)
         except FileNotFoundError:
             raise Refused(f"no {paths.qa}: there are no questions to answer") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise Refused(f"cannot read {paths.qa}: {exc}") from None
+        except OSError as exc:  # the reason only: str(exc) would name the file a second time
+            raise Refused(f"cannot read {paths.qa}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise Refused(f"cannot read {paths.qa}: not UTF-8 text") from None
         new, answered, left = qa.fill_answers(text, given, accept)
         record = {"event": "answered", "questions": answered, "accepted": accept or None}
         if via:  # the command line leaves no Flow Log line; another channel says it was there
