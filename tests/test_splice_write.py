@@ -164,20 +164,20 @@ def workspace(tmp_path, monkeypatch, text: str):
     paths.dir.mkdir()
     paths.overview.write_text(text)
     project = Project(tmp_path / ".samocode", tmp_path, tmp_path / "wt", tmp_path)
-    loads: list[Path] = []
-    real = splice.load
-    monkeypatch.setattr(splice, "load", lambda at, known=None: loads.append(at) or real(at, known))
-    return Workspace(paths, project, "", lambda: None), paths, loads
+    reads: list[Path] = []  # the file's reads (a stat is not one)
+    real = overview.read_bytes
+    monkeypatch.setattr(overview, "read_bytes", lambda at: reads.append(at) or real(at))
+    return Workspace(paths, project, "", lambda: None), paths, reads
 
 
 def test_an_overview_left_alone_by_the_attempt_is_not_read_again(tmp_path, monkeypatch):
-    ws, paths, loads = workspace(tmp_path, monkeypatch, HEAD + "## Flow Log\n" + BIG)
+    ws, paths, reads = workspace(tmp_path, monkeypatch, HEAD + "## Flow Log\n" + BIG)
     assert ws.read().get("phase") == "implementation"
     assert ws.restore_if_broken("001-x") is None
-    assert loads == [paths.overview]  # the read before the attempt only: a stat told it apart
+    assert reads == [paths.overview]  # the read before the attempt only: a stat told it apart
     paths.overview.write_text(HEAD.replace("Iteration: 4", "Iteration: 5") + "## Flow Log\n")
     assert ws.restore_if_broken("001-x") is None
-    assert loads == [paths.overview] * 2  # changed: read once to see that it is usable
+    assert reads == [paths.overview] * 2  # changed: read once to see that it is usable
 
 
 def test_a_torn_overview_is_put_back_byte_for_byte_and_the_torn_copy_kept(tmp_path, monkeypatch):

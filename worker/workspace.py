@@ -96,14 +96,9 @@ class Workspace:
         Status section gone) is put back as it was at the last `read`, and the child's copy kept
         beside it. Returns (why it was unusable, the copy's name), or None when it is usable.
 
-        A file whose status is still the one `read` saw is not read again."""
+        A file whose status is still the one `read` saw is not read again (`splice.load`)."""
         before = self._before
         self._known = None
-        with contextlib.suppress(OSError):  # unreadable: the load below says why
-            now = os.stat(self.paths.overview, follow_symlinks=False)
-            if before is not None and overview.same_file(now, before.stat):
-                self._known = before
-                return None
         try:
             self._known = splice.load(self.paths.overview, before)
             return None
