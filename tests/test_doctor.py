@@ -1,5 +1,6 @@
 """`samocode doctor`: versions against the tested range, logins seen without a network call, a
-session's last stream; in-process through `doctor.diagnose` (fake CLIs, a temp HOME) and as the CLI."""
+session's last stream; in-process through `doctor.diagnose` (fake CLIs, a temp HOME) and as the CLI
+(`worker.cli.main` in this process, conftest's `cli`: its output and exit code as a process's)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import cli
 
 from worker import doctor, tested
 from worker.errors import ConfigError, ExitCode, NoSession
@@ -251,14 +253,7 @@ def test_tested_range_compares_numbers_not_text():
 
 # -- the command line ------------------------------------------------------------------------------
 def _cli(env: dict, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(REPO / "main.py"), "doctor", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-    )
+    return cli(("doctor", *args), env, REPO, timeout=60)
 
 
 def test_doctor_command_prints_the_report_and_exits_by_it(tmp_path, home):

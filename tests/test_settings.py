@@ -4,11 +4,10 @@ and `samocode config` saying where each value came from, secrets masked."""
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import cli
 from dotenv import dotenv_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -17,7 +16,6 @@ from worker import envfile
 from worker.config import ENVIRONMENT, load_settings, sources, user_env_path
 from worker.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
 TOKEN = "123456:SECRET-token-value"
 
 
@@ -109,9 +107,7 @@ def test_sources_say_where_each_value_came_from_and_mask_the_token(files: dict[s
 def test_config_command_prints_sources_and_never_the_token(files: dict[str, Path]) -> None:
     files["user"].write_text(f"TELEGRAM_BOT_TOKEN={TOKEN}\nTELEGRAM_CHAT_ID=42\n")
     env = env_of(files, PATH="/usr/bin:/bin", TELEGRAM_API_BASE="http://127.0.0.1:9")
-    done = subprocess.run(
-        [sys.executable, str(REPO / "main.py"), "config"], env=env, capture_output=True, text=True, timeout=60
-    )
+    done = cli(("config",), env, files["home"], timeout=60)  # worker.cli.main in this process
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert f"user settings: {files['user']}" in lines
