@@ -489,7 +489,6 @@ BLOCK = {
     "signal": {"status": "blocked", "reason": "needs a human", "needs": "human_decision"},
     "flow": "Looked",
 }
-FAIL_429 = {"exit": 1, "result": {"is_error": True, "api_error_status": 429}}
 
 
 def history(session: Path) -> list[dict]:
@@ -568,30 +567,9 @@ def test_samocode_provider_env_selects_codex_without_the_flag(codex):
     assert [c["argv"][0] for c in codex.records()] == ["exec"]
 
 
-def test_an_overloaded_failure_is_retried_then_succeeds(codex):
-    codex.scenario(sequence=[FAIL_429], by_phase={"investigation": BLOCK})
-    result = codex.worker("c4", "--provider", "codex")
-    assert result.returncode == 4, result.stderr
-    assert len(codex.records()) == 2
-    attempts = [h for h in history(codex.session_dir("c4")) if h.get("event") == "attempt_failed"]
-    assert [a["failure"] for a in attempts] == ["overloaded"]
-    assert "429 Too Many Requests" in attempts[0]["message"]
-
-
-def test_failures_exhaust_the_retries_then_exit_5(codex):
-    codex.scenario(by_phase={"investigation": FAIL_429})
-    result = codex.worker("c5", "--provider", "codex", env={"SAMOCODE_MAX_RETRIES": "1"})
-    assert result.returncode == 5, result.stderr
-    assert "codex failed (overloaded)" in result.stderr and "after 2 attempts" in result.stderr
-    assert len(codex.records()) == 2
-
-
-def test_bad_credentials_stop_at_once(codex):
-    codex.scenario(by_phase={"investigation": {"result": {"is_error": True, "api_error_status": 401}}})
-    result = codex.worker("c6", "--provider", "codex")
-    assert result.returncode == 5
-    assert "(auth)" in result.stderr and "not retried" in result.stderr
-    assert len(codex.records()) == 1
+# Overload retried, retries exhausted, bad credentials not retried: test_loop_failures_inproc.py
+# (test_codex_overload_is_retried_then_succeeds_and_bad_credentials_stop_at_once and
+# test_codex_failures_exhaust_the_retries_then_exit_5), the same scenarios in-process.
 
 
 def test_a_hanging_codex_is_killed_at_the_timeout(codex):
