@@ -1,8 +1,9 @@
 """Rehearsal: a fake provider that sends exactly the signals the agent texts prescribe.
 
 The `## Signals` table of each agent file is followed mechanically, so an agent text that tells the
-child to send a signal the worker would reject fails here: the whole path through both gates with
-the real worker as a subprocess, every row of every table with the loop in-process.
+child to send a signal the worker would reject fails here: the whole path through both gates, and
+every row of every table, with the loop in-process (tests/inproc.py) and `approve` through
+`worker.cli.main`; the same path with the real worker as a subprocess is test_session_flow.py's.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ def history(session: Path) -> list[dict]:
     return [json.loads(x) for x in (session / "_signal_history.jsonl").read_text().splitlines()]
 
 
-def test_following_the_agent_texts_takes_a_session_through_both_gates_to_done(project):
+def test_following_the_agent_texts_takes_a_session_through_both_gates_to_done(project, monkeypatch):
     plan = {"{prefix}-plan-demo.md": "## Phase 1\n- [ ] a\n"}
     path = [
         {"signal": row("investigation", "More to explore")},
@@ -49,17 +50,19 @@ def test_following_the_agent_texts_takes_a_session_through_both_gates_to_done(pr
         {"signal": row("testing", "Passed after quality")},
         {"signal": row("done", "Summary written")},
     ]
-    project.scenario(sequence=path)
-    assert project.worker("rehearsal").returncode == 3  # questions wait for answers
-    session = project.session_dir("rehearsal")
+    loop = InProc(project, monkeypatch)
+    loop.scenario(sequence=path)  # one script across the three runs: calls go on counting
+    assert loop.run("rehearsal").code == 3  # questions wait for answers
+    session = loop.session("rehearsal")
     qa = session / "_qa.md"
     qa.write_text(qa.read_text().replace("_waiting_", "A"))
-    assert project.worker("rehearsal").returncode == 3  # the plan waits for approval
-    assert project.run("approve", "--config", str(project.config), "--session", "rehearsal").returncode == 0
-    final = project.worker("rehearsal")
-    assert final.returncode == 0, final.stdout + final.stderr
+    assert loop.run("rehearsal").code == 3  # the plan waits for approval
+    approved = project.cli("approve", "--config", str(project.config), "--session", "rehearsal")
+    assert approved.returncode == 0, approved.stderr
+    final = loop.run("rehearsal")
+    assert final.code == 0, final.message
     decisions = [h for h in history(session) if h.get("decision")]
-    assert len(decisions) == len(path)
+    assert len(decisions) == len(path) == len(loop.child.calls)
     assert all(d["accepted"] for d in decisions), [d for d in decisions if not d["accepted"]]
     assert overview.parse((session / "_overview.md").read_text()).get("phase") == "done"
 
