@@ -179,3 +179,20 @@ def test_a_child_killed_at_a_deadline_is_a_failed_attempt_retried_after_the_dela
     assert [d["decision"] for d in loop.decisions("deadline")] == [
         "blocked"
     ]  # the killed one decided nothing
+
+
+@pytest.mark.parametrize("ending", ["timeout", "idle"])
+def test_a_child_killed_at_a_deadline_after_its_signal_has_that_signal_used_not_rerun(loop, ending):
+    """Its one action was done (and maybe committed): running it again could repeat it. The decision
+    says how the child ended."""
+    killed = {"signal": sig("continue", "requirements"), "ending": ending, "takes": 600, "result": None}
+    loop.scenario(sequence=[killed, BLOCK])
+    assert loop.run("late").code is ExitCode.BLOCKED
+    assert len(loop.child.calls) == 2 and loop.clock.slept == []
+    made = loop.decisions("late")
+    assert [(d["phase"], d["decision"]) for d in made] == [
+        ("investigation", "continue"),
+        ("requirements", "blocked"),
+    ]
+    assert (made[0]["failure"], made[0]["signal_source"]) == (ending, "file")
+    assert not [h for h in loop.history("late") if h.get("event") == "attempt_failed"]
