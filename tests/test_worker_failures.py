@@ -1,7 +1,8 @@
 """The worker against a misbehaving child: failures, timeouts, Ctrl-C, the console, the environment.
 
-Every test runs the real worker as a subprocess with the fake Claude CLI: what needs a real child
-(deadlines, descendants, signals, the console, the child's environment) or the real command line.
+The real worker as a subprocess with the fake Claude CLI, for what needs a real child (deadlines,
+descendants, signals, the console, the child's environment) or the real command line; in-process
+(tests/inproc.py) where only the next start's set-up matters.
 Bad signals, retries and the repairs the loop makes run in-process (test_loop_inproc.py,
 test_loop_failures_inproc.py, test_loop_rails_inproc.py)."""
 
@@ -18,9 +19,11 @@ import time
 from pathlib import Path
 
 import pytest
+from inproc import InProc
 from worker_helpers import wait_for
 
 from worker import process
+from worker.errors import ExitCode
 from worker.overview import parse
 
 
@@ -33,13 +36,7 @@ def overview(session: Path):
     return parse((session / "_overview.md").read_text())
 
 
-def test_provider_failures_are_retried_then_exit_5(project):
-    fail = {"exit": 1, "result": {"is_error": True, "api_error_status": 500, "result": "API Error: 500"}}
-    project.scenario(by_phase={"investigation": fail})
-    result = project.worker("s4", env={"SAMOCODE_MAX_RETRIES": "2"})
-    assert result.returncode == 5, result.stderr
-    assert "after 3 attempts" in result.stderr
-    assert len(project.records()) == 3
+# Provider failures retried, then exit 5: test_loop_failures_inproc.py, in-process.
 
 
 def _pids_alive(pids: list[int]) -> list[int]:
@@ -151,15 +148,17 @@ def test_the_telegram_token_reaches_neither_the_child_nor_a_session_file(project
     assert leaked == [] and token not in result.stdout + result.stderr
 
 
-def test_a_worktree_removed_between_runs_is_recreated_on_the_next_start(project):
-    project.scenario(by_phase={"investigation": {"signal": {"status": "blocked", "reason": "x"}}})
-    assert project.worker("s15").returncode == 4
-    tree = project.worktrees / project.session_dir("s15").name
+def test_a_worktree_removed_between_runs_is_recreated_on_the_next_start(project, monkeypatch):
+    """The two runs in-process (tests/inproc.py): the next start's set-up is the point, not the process."""
+    loop = InProc(project, monkeypatch)
+    loop.scenario(by_phase={"investigation": {"signal": {"status": "blocked", "reason": "x"}}})
+    assert loop.run("s15").code is ExitCode.BLOCKED
+    tree = project.worktrees / loop.session("s15").name
     shutil.rmtree(tree)  # git still lists it, as prunable
     unblocked = project.run("unblock", "--config", str(project.config), "--session", "s15", "--note", "go")
     assert unblocked.returncode == 0, unblocked.stderr
-    assert project.worker("s15").returncode == 4
-    assert tree.is_dir() and project.records()[-1]["cwd"] == str(tree)
+    assert loop.run("s15").code is ExitCode.BLOCKED
+    assert tree.is_dir() and [c["cwd"] for c in loop.child.calls] == [str(tree)] * 2
 
 
 def test_without_git_on_path_a_git_project_is_refused_not_worked_in_place(project, tmp_path):
