@@ -1,5 +1,6 @@
-"""Notifications with what a decision needs: the text from the session's files, and the real worker
-sending it to a local stand-in for the Bot API."""
+"""Notifications with what a decision needs: the text from the session's files, and the worker's loop
+(in this process, tests/inproc.py) sending it through the real Telegram notifier to a local stand-in
+for the Bot API. A worker process sending to the stand-in is test_notify.py's."""
 
 from __future__ import annotations
 
@@ -7,12 +8,19 @@ import socket
 import textwrap
 from pathlib import Path
 
+from inproc import InProc
 from test_commands import QA, TO_PLAN_WAIT
 from test_notify import TOKEN, telegram  # noqa: F401  (the fixture)
 
 from worker import brief
+from worker.notify import make_notifier
 
-ENV_OF = lambda url: {"TELEGRAM_BOT_TOKEN": TOKEN, "TELEGRAM_CHAT_ID": "42", "TELEGRAM_API_BASE": url}  # noqa: E731
+
+def telegram_loop(project, monkeypatch, url: str) -> InProc:
+    """The loop in-process with the notifier a run makes from TELEGRAM_* settings, not the fake one."""
+    loop = InProc(project, monkeypatch)
+    loop.notes = make_notifier(TOKEN, "42", url, cancel=loop.stop)  # type: ignore[assignment]
+    return loop
 
 
 def texts(server) -> list[str]:
@@ -81,16 +89,17 @@ def test_compose_names_project_host_session_and_phase():
     ]
 
 
-def test_the_plan_gate_notification_of_a_real_run(project, telegram):  # noqa: F811
+def test_the_plan_gate_notification_the_loop_sends(project, monkeypatch, telegram):  # noqa: F811
     plan = "# Dark mode\n## Phase 1\n- [ ] Add tokens\n- [ ] Wire the toggle\n"
     scenario = {
         **TO_PLAN_WAIT,
         "planning": {**TO_PLAN_WAIT["planning"], "files": {"{prefix}-plan-x.md": plan}},
     }
     scenario["requirements"] = {**scenario["requirements"], "code": {"a.txt": "1\n", "b.txt": "2\n"}}
-    project.scenario(by_phase=scenario)
-    result = project.worker("phone", "--task", "t", env=ENV_OF(telegram.url))
-    assert result.returncode == 3, result.stderr
+    loop = telegram_loop(project, monkeypatch, telegram.url)
+    loop.scenario(by_phase=scenario)
+    result = loop.run("phone", task="t")
+    assert result.code == 3, result.message
     last = texts(telegram)[-1].splitlines()
     assert last[0].startswith("samocode · phone [planning]: waiting for you")
     assert last[1] == f"{project.main_repo.name} on {socket.gethostname().split('.')[0]}"
@@ -102,8 +111,9 @@ def test_the_plan_gate_notification_of_a_real_run(project, telegram):  # noqa: F
     assert "Last iteration 002: 2 files changed, 1 commit" in earlier  # requirements committed a.txt, b.txt
 
 
-def test_the_qa_and_blocked_notifications_of_real_runs(project, telegram):  # noqa: F811
-    project.scenario(
+def test_the_qa_and_blocked_notifications_the_loop_sends(project, monkeypatch, telegram):  # noqa: F811
+    loop = telegram_loop(project, monkeypatch, telegram.url)
+    loop.scenario(
         by_phase={
             "investigation": {"signal": {"status": "continue", "phase": "requirements"}},
             "requirements": {
@@ -112,7 +122,7 @@ def test_the_qa_and_blocked_notifications_of_real_runs(project, telegram):  # no
             },
         }
     )
-    assert project.worker("qa", "--task", "t", env=ENV_OF(telegram.url)).returncode == 3
+    assert loop.run("qa", task="t").code == 3
     last = texts(telegram)[-1]
     for line in (
         "Q1. Where should tokens be stored?",
@@ -123,14 +133,14 @@ def test_the_qa_and_blocked_notifications_of_real_runs(project, telegram):  # no
         "  Suggestion: A",
     ):
         assert line in last.splitlines(), last
-    project.scenario(
+    loop.scenario(
         by_phase={
             "investigation": {
                 "signal": {"status": "blocked", "reason": "no access to the staging DB", "needs": "access"}
             }
         }
     )
-    assert project.worker("blk", "--task", "t", env=ENV_OF(telegram.url)).returncode == 4
+    assert loop.run("blk", task="t").code == 4
     last = texts(telegram)[-1].splitlines()
     assert "Reason: no access to the staging DB" in last
     assert "Needed: access" in last
