@@ -174,7 +174,7 @@ def test_status_says_paused_while_the_worker_waits(project):
     try:
         session = wait_for(lambda: find_session(project.sessions, "paused"))
         wait_for(lambda: any(h.get("event") == "usage_wait" for h in history(session)))
-        shown = project.run("status", "--config", str(project.config), "--session", "paused")
+        shown = project.cli("status", "--config", str(project.config), "--session", "paused")
         assert re.search(r"paused at 97% of the 5-hour window until \d\d:\d\d", shown.stdout), shown.stdout
     finally:
         worker.send_signal(signal.SIGINT)
@@ -191,7 +191,8 @@ def _providers(project) -> list[str]:
 
 
 def test_the_fallback_provider_is_checked_as_a_setting(project):
-    result = project.worker("bad", env={"SAMOCODE_FALLBACK_PROVIDER": "gemini"})
+    args = ("--config", str(project.config), "--session", "bad")
+    result = project.cli(*args, env={"SAMOCODE_FALLBACK_PROVIDER": "gemini"})  # stops before it runs
     assert result.returncode == 2
     assert "SAMOCODE_FALLBACK_PROVIDER must be claude or codex, got 'gemini'" in result.stderr
 
