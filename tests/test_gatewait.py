@@ -279,10 +279,10 @@ def test_a_parent_approve_during_the_wait_ends_it(project, bot):
 def test_the_wait_runs_out_with_exit_3(project, bot):
     project.scenario(by_phase=TO_PLAN_WAIT)
     started = time.monotonic()
-    result = project.worker("late", "--task", "t", env=env_of(bot.url, wait=0.5))
+    result = project.worker("late", "--task", "t", env=env_of(bot.url, wait=0.3))
     assert result.returncode == 3, result.stderr
     assert "waiting for plan_approval" in result.stdout
-    assert 0.5 <= time.monotonic() - started < 30
+    assert 0.3 <= time.monotonic() - started < 30
     assert message_saying(bot, "The worker stopped waiting for plan_approval")
     assert not (project.session_dir("late") / ".samocode.gatewait.json").exists()
 
@@ -340,12 +340,12 @@ def test_an_old_button_and_a_refused_action_are_answered_with_the_reason(project
 def test_errors_and_rate_limits_from_getupdates_delay_but_do_not_lose_a_reply(tmp_path, bot, caplog):
     """The poller itself, in-process with its back-off shortened: errors back off, a 429's retry_after
     is honoured over a shorter back-off, one log line for the lot, and the reply still comes through."""
-    limited = {"ok": False, "error_code": 429, "parameters": {"retry_after": 0.5}}
+    limited = {"ok": False, "error_code": 429, "parameters": {"retry_after": 0.3}}
     bot.poll_replies = [500, 500, (429, limited)]
     reply = say(bot, "use the read replica")
     settings = Settings(telegram_token=TOKEN, telegram_chat_id="42", telegram_api_base=bot.url)
     talk = Conversation(SessionPaths(tmp_path), settings, threading.Event(), lambda _command: (True, ""))
-    talk.backoff = 0.01  # the product's 1 s (then 2 s, 4 s) shortened, and retry_after to 0.5 s
+    talk.backoff = 0.01  # the product's 1 s (then 2 s, 4 s) shortened, and retry_after to 0.3 s
     caplog.set_level(logging.WARNING, logger="samocode.bot")
     started = time.monotonic()
     talk.poller.start()
@@ -356,7 +356,7 @@ def test_errors_and_rate_limits_from_getupdates_delay_but_do_not_lose_a_reply(tm
         talk.close()
         talk.poller.join(timeout=10)
     assert update["update_id"] == reply and update["message"]["text"] == "use the read replica"
-    assert 0.5 <= took < 5, took  # 0.01 + 0.02, then max(retry_after 0.5, 0.04) before the fourth poll
+    assert 0.3 <= took < 5, took  # 0.01 + 0.02, then max(retry_after 0.3, 0.04) before the fourth poll
     offsets = [body["offset"] for path, body, _ in bot.requests if path.endswith("/getUpdates")]
     assert offsets[:4] == [0, 0, 0, 0], offsets  # the failures lost nothing: the same offset again
     log = "\n".join(r.getMessage() for r in caplog.records)
@@ -378,7 +378,7 @@ def test_start_returns_while_the_worker_waits_and_stop_ends_the_wait(project, bo
         data = until(lambda: (r := report()).get("gate_wait") and r, "the wait, in status")
         assert data["gate_wait"].startswith("waiting for plan_approval (worker waits for a reply until ")
         assert data["worker_pid"] and data["waiting_for"] == "plan_approval"
-        watched = project.run("watch", "--config", str(project.config), "--session", "bg", "--timeout", "0.3")
+        watched = project.run("watch", "--config", str(project.config), "--session", "bg", "--timeout", "0.1")
         assert "· waiting for plan_approval (worker waits for a reply until " in watched.stdout
     finally:
         stopped = project.run("stop", "--config", str(project.config), "--session", "bg")
