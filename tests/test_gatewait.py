@@ -1,8 +1,8 @@
 """The worker waits at a gate for a reply from Telegram, against a local stand-in for the Bot API
 (getUpdates long-polled, buttons, replies, edits): the real worker as a subprocess for the button that
 approves, parent commands, signals, `start`/`stop` and time-outs; in-process (tests/inproc.py) where the
-point is the conversation (Q&A answers, requested changes, malformed updates); the poller's back-off
-through its seam."""
+point is the conversation (Q&A answers, requested changes, malformed updates, other chats, old and
+refused buttons); the poller's back-off through its seam."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import pytest
 from inproc import InProc
 from test_commands import QA, TO_DONE, TO_PLAN_WAIT
-from test_notify import TOKEN, FakeTelegram, closed_port, no_proxy, serving  # noqa: F401 (no_proxy: autouse)
+from test_notify import TOKEN, FakeTelegram, closed_port, logged, no_proxy, serving  # noqa: F401 (no_proxy: autouse)
 
 from worker.bot import Conversation
 from worker.config import Settings
@@ -212,26 +212,26 @@ def test_request_changes_and_a_reply_send_planning_back_to_work_with_the_note(pr
     assert "Plan changes requested via Telegram: Split phase 2 into two" in overview(project, "revise")
 
 
-def test_updates_from_another_chat_are_ignored_and_logged(project, bot):
-    project.scenario(by_phase=TO_PLAN_WAIT)
-    with worker(project, "other", env_of(bot.url)) as proc:
+def test_updates_from_another_chat_are_ignored_and_logged(project, bot, loop, caplog):
+    def phone() -> None:
         approve = until(lambda: buttons(bot, "Approve plan"), "the plan's buttons")
-        log_file = project.session_dir("other") / "session.log"
         press(bot, approve, chat=666)
         say(bot, "/status", chat=666)
         say(bot, "/status")  # from the configured chat: answered with the report
         # The updates are in order: once the report is sent, the two foreign ones were seen.
         until(lambda: [b for b in bot.calls("sendMessage") if b.get("reply_parameters")], "the report")
-        until(lambda: log_file.read_text().count("(not TELEGRAM_CHAT_ID)") == 2, "the log lines")
-        proc.send_signal(signal.SIGTERM)  # instead of sitting out the wait
-        out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 143, (out, err)
+        until(lambda: logged(caplog).count("(not TELEGRAM_CHAT_ID)") == 2, "the log lines")
+        loop.stop.set()  # Ctrl-C, instead of sitting out the wait
+
+    caplog.set_level(logging.WARNING, logger="samocode.bot")
+    loop.scenario(by_phase=TO_PLAN_WAIT)
+    assert in_process(loop, bot.url, "other", phone).code == 130
     assert not [r for r in history(project, "other") if r.get("event") == "approved"]
     assert not bot.calls("answerCallbackQuery")
     [report] = [b["text"] for b in bot.calls("sendMessage") if b.get("reply_parameters")]
     assert report.startswith("Session: ") and "Phase: planning" in report
     assert "· waiting for plan_approval (worker waits for a reply until " in report
-    log = (project.session_dir("other") / "session.log").read_text()
+    log = logged(caplog)
     assert log.count("(not TELEGRAM_CHAT_ID)") == 2 and "from chat 666" in log
 
 
@@ -317,18 +317,17 @@ def test_sigterm_while_the_bot_api_hangs_stops_the_waiting_worker_at_once(projec
     assert time.monotonic() - sent < 2.0
 
 
-def test_an_old_button_and_a_refused_action_are_answered_with_the_reason(project, bot):
-    no_suggestion = QA.replace("**Suggestion:** A\n", "")
-    sequence = [QA_THEN_PLAN[0], {**QA_THEN_PLAN[1], "files": {"_qa.md": no_suggestion}}]
-    project.scenario(sequence=sequence)
-    with worker(project, "refused", env_of(bot.url)) as proc:
+def test_an_old_button_and_a_refused_action_are_answered_with_the_reason(project, bot, loop):
+    def phone() -> None:
         message_id, data = until(lambda: buttons(bot, "Accept all suggestions"), "the Q&A buttons")
         press(bot, (message_id, "0badc0de:approve"))
         press(bot, (message_id, data))
         until(lambda: len(bot.calls("answerCallbackQuery")) >= 2, "both buttons answered")
-        proc.send_signal(signal.SIGTERM)  # instead of sitting out the wait
-        out, err = proc.communicate(timeout=30)
-    assert proc.returncode == 143, (out, err)
+        loop.stop.set()  # Ctrl-C, instead of sitting out the wait
+
+    no_suggestion = QA.replace("**Suggestion:** A\n", "")
+    loop.scenario(sequence=[QA_THEN_PLAN[0], {**QA_THEN_PLAN[1], "files": {"_qa.md": no_suggestion}}])
+    assert in_process(loop, bot.url, "refused", phone).code == 130
     old, refused = bot.calls("answerCallbackQuery")
     assert old["show_alert"] and "older message" in old["text"]
     assert refused["show_alert"] and "question Q2 has no suggestion" in refused["text"]
