@@ -5,10 +5,11 @@ Every row sets up one malformed input, runs the worker and checks the exit code,
 Most rows run in this process: a usage or config error, which stops the worker before anything runs,
 through `worker.cli.main` (`Project.cli`); any other row through the loop with the fake child
 (tests/inproc.py), its message the line the CLI prints of the loop's outcome (`inproc.run_as_cli`).
-A few rows (`process=True`) run the real worker as a subprocess with the fake CLI, one for each way
-the CLI layer ends a run: a name that reaches the process as bytes, an unusable session file
-(blocked before any child), a bad signal from a real child, a survivable input, and a session
-waiting for a human (its line on stdout). What the worker may legitimately change, by row kind:
+A few rows run the real worker as a subprocess with the fake CLI, one for each way the CLI layer
+ends a run: a name that reaches the process as bytes, a bad signal from a real child, a survivable
+input (`process=True`), and, both ways with their lines compared (`TWINS`), an unusable session file
+(blocked before any child) and a session waiting for a human (its line on stdout). What the worker
+may legitimately change, by row kind:
 
 - `NOTHING` (usage and config errors): every file byte-identical; no new session folder.
 - `JOURNAL` (a session file is unusable, or the session waits for a human): the overview
@@ -224,7 +225,6 @@ ROWS = [
         "overview-without-status",
         with_overview("# Session: bad\n\n## Notes\nPhase: investigation\n"),
         "blocked: _overview.md has no '## Status' section",
-        process=True,
     ),
     unusable("duplicate-phase-lines", with_overview(TWO_PHASES), "more than one 'Phase:' line"),
     unusable(
@@ -283,9 +283,7 @@ ROWS = [
     proceeds("qa-binary-junk-while-waiting", waiting_for_answers(bytes(range(256))), REQ_BLOCK),
     proceeds("qa-is-a-fifo-while-waiting", waiting_for_answers(None), REQ_BLOCK),
     unusable("blocked-session", with_overview(template(Blocked="yes")), "session is blocked"),
-    unusable(
-        "unanswered-questions", waiting_for_answers(b"**Answer:** _waiting_\n"), "still wait", 3, process=True
-    ),
+    unusable("unanswered-questions", waiting_for_answers(b"**Answer:** _waiting_\n"), "still wait", code=3),
     # -- `.samocode`, `.env`, environment and command line ---------------------------------------
     config_error("samocode-missing-keys", _config_text(b"WORKTREES=wt\n"), "MAIN_REPO is missing"),
     config_error("samocode-binary-junk", _config_text(b"\xff\xfe\x00junk"), "not a UTF-8 text file"),
@@ -415,11 +413,11 @@ def in_process(action: dict) -> dict:
 
 
 def run_row(
-    project, monkeypatch, row: Row, config: Path, extra: dict
+    project, monkeypatch, row: Row, name: str, process: bool, config: Path, extra: dict
 ) -> tuple[subprocess.CompletedProcess, int]:
     """The row's run, as a process or in this process, and how many children it started."""
-    args = ("--config", str(config), "--session", NAME, *row.args)
-    if row.process:
+    args = ("--config", str(config), "--session", name, *row.args)
+    if process:
         result = project.run(*args, env=extra, timeout=60)
         return result, len(project.records())
     if row.kind == NOTHING:
@@ -430,21 +428,21 @@ def run_row(
     by_phase = {k: in_process(a) for k, a in row.scenario.get("by_phase", {}).items()}
     loop.scenario(sequence, by_phase)
     with deadline(60):
-        result = run_as_cli(loop, NAME)
+        result = run_as_cli(loop, name)
     return result, len(loop.child.calls)
 
 
-@pytest.mark.parametrize("row", ROWS, ids=lambda r: r.id)
-def test_bad_input_gives_a_clear_message_and_keeps_the_files(project, monkeypatch, row: Row):
+def check_row(project, monkeypatch, row: Row, name: str, process: bool) -> subprocess.CompletedProcess:
+    """Sets up the row's input in session `name`, runs it, checks it; returns what was printed."""
     project.scenario(**row.scenario)
-    folder = project.sessions / NAME
+    folder = project.sessions / name
     extra = row.setup(project, folder) or {}
     config = Path(extra.pop("_config", project.config))
     (project.root / "outside-signal.json").write_text(GOOD_SIGNAL)
     watched = {"session": folder, "sessions": project.sessions, "outside": project.root / "outside.md"}
     before = {k: snapshot(p) for k, p in watched.items()}
     before_outside = (project.root / "outside-signal.json").read_bytes()
-    result, calls = run_row(project, monkeypatch, row, config, extra)
+    result, calls = run_row(project, monkeypatch, row, name, process, config, extra)
     output = result.stdout + result.stderr
     assert result.returncode == row.code, output
     assert "Traceback" not in output, output
@@ -461,16 +459,49 @@ def test_bad_input_gives_a_clear_message_and_keeps_the_files(project, monkeypatc
         assert after["sessions"] == before["sessions"]  # no new session folder either
     if row.kind == JOURNAL and folder.is_dir() and (folder / "_signal_history.jsonl").is_file():
         assert history(folder)[-1].get("event") == "blocked" or row.calls == 0
+    return result
+
+
+def rows() -> list[Row]:
+    return [r.values[0] if hasattr(r, "values") else r for r in ROWS]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: r.id)
+def test_bad_input_gives_a_clear_message_and_keeps_the_files(project, monkeypatch, row: Row):
+    check_row(project, monkeypatch, row, NAME, row.process)
+
+
+# Rows run both ways, below: the real worker, and in this process on a twin session.
+TWINS = ("overview-without-status", "unanswered-questions")
+
+
+@pytest.mark.parametrize("id_", TWINS)
+def test_the_in_process_rows_print_what_the_worker_process_prints(project, monkeypatch, id_: str):
+    """The row as a real process and, on the same input in a twin session, in-process: both pass the
+    row's checks, with the same exit code and the same `samocode:` lines on the same streams
+    (inproc.run_as_cli against clirun; the process's start line aside), folder names aside."""
+    [row] = [r for r in rows() if r.id == id_]
+    real = check_row(project, monkeypatch, row, NAME, process=True)
+    ours = check_row(project, monkeypatch, row, "twin", process=False)
+
+    def said(text: str, name: str) -> list[str]:
+        lines = [line for line in text.splitlines() if line.startswith("samocode: ")]
+        lines = [line for line in lines if not line.startswith(("samocode: new ", "samocode: existing "))]
+        return [line.replace(str(project.sessions / name), "<session>") for line in lines]
+
+    assert ours.returncode == real.returncode and said(real.stdout + real.stderr, NAME)
+    assert said(ours.stdout, "twin") == said(real.stdout, NAME), real.stdout
+    assert said(ours.stderr, "twin") == said(real.stderr, NAME), real.stderr
 
 
 def test_the_process_rows_cover_each_way_the_cli_ends_a_run():
     """At least one real process per way: a config error before the loop, the loop's outcome with no
     child, with a real child's bad signal, a survivable input, and a waiting session (stdout)."""
-    rows = [r.values[0] if hasattr(r, "values") else r for r in ROWS]
-    process = [r for r in rows if r.process]
+    process = [r for r in rows() if r.process or r.id in TWINS]
     assert {(r.kind, r.code) for r in process} >= {(NOTHING, 2), (JOURNAL, 4), (DECIDED, 4), (JOURNAL, 3)}
     assert any(r.kind == DECIDED and r.calls == 2 for r in process)  # the retried bad signal
     assert any(r.kind == DECIDED and r.calls == 1 for r in process)  # the survivable input
+    assert not [r for r in rows() if r.id in TWINS and r.process]  # run as processes here already
 
 
 def test_the_table_has_at_least_30_rows():
