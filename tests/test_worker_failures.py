@@ -84,12 +84,7 @@ def test_timeout_kills_child_and_grandchildren_even_when_one_holds_the_pipe(proj
     assert log.read_bytes().endswith(b'"text":"partial')
 
 
-def test_idle_child_is_killed_and_recorded_as_idle(project):
-    project.scenario(by_phase={"investigation": {"sleep": 30}})
-    result = project.worker("s8", env={"SAMOCODE_IDLE_TIMEOUT": "0.5", "SAMOCODE_MAX_RETRIES": "0"})
-    assert result.returncode == 5
-    records = history(project.session_dir("s8"))
-    assert records[0]["ending"] == "idle" and records[0]["failure"] == "idle"
+# An idle child killed and recorded as idle: test_rails.py, with its descendants.
 
 
 def test_leftover_descendants_of_a_successful_child_are_swept(project):
