@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from worker import process, session
+from worker import cli, clirun, process, session
 from worker.config import Settings, load_project
 from worker.errors import ExitCode, SamocodeError
 from worker.loop import run_session
@@ -322,19 +322,17 @@ def providers(loop: InProc) -> list[str]:
 
 def run_as_cli(loop: InProc, name: str, **settings: object) -> subprocess.CompletedProcess[str]:
     """`loop.run(name)` as `samocode run` ends it: the exit code, and what the CLI layer prints of the
-    outcome. That is clirun.run's last line, `samocode: <outcome>: <message>` (on stdout for done,
-    waiting and a usage limit, else on stderr), or for a SamocodeError out of the loop cli.main's
-    `samocode: <line>` per line of it on stderr. The start and iteration lines are left out; any
-    other exception propagates (a real process would have printed a traceback)."""
+    outcome: clirun.last_line on its stream, or for a SamocodeError out of the loop cli.error_lines
+    on stderr. The start and iteration lines are left out; any other exception propagates (a real
+    process would have printed a traceback)."""
     argv = ["samocode", "run", "--session", name]
     try:
         outcome = loop.run(name, **settings)
     except SamocodeError as exc:
-        lines = "".join(f"samocode: {line}\n" for line in str(exc).splitlines() or [type(exc).__name__])
-        return subprocess.CompletedProcess(argv, int(exc.exit_code), "", lines)
-    line = f"samocode: {outcome.code.name.lower()}: {outcome.message}\n"
-    quiet = outcome.code in (ExitCode.DONE, ExitCode.WAITING, ExitCode.LIMIT)
-    return subprocess.CompletedProcess(argv, int(outcome.code), line if quiet else "", "" if quiet else line)
+        return subprocess.CompletedProcess(argv, int(exc.exit_code), "", cli.error_lines(exc) + "\n")
+    line, on_stdout = clirun.last_line(outcome)
+    line += "\n"
+    return subprocess.CompletedProcess(argv, int(outcome.code), *((line, "") if on_stdout else ("", line)))
 
 
 def signal_as(kind: str) -> Callable[[dict], None]:

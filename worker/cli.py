@@ -33,12 +33,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             return {"run": clirun.run, "start": clirun.start, "stop": clirun.stop}[args.command](args)
         return _COMMANDS[args.command](args)
     except SamocodeError as exc:
-        for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"samocode: {line}", file=sys.stderr)
+        print(error_lines(exc), file=sys.stderr)
         return int(exc.exit_code)
     except KeyboardInterrupt:
         print("samocode: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
+
+
+def error_lines(exc: SamocodeError) -> str:
+    """What any command prints of an error that ends it (on stderr): `samocode: ` before each line."""
+    return "\n".join(f"samocode: {line}" for line in str(exc).splitlines() or [type(exc).__name__])
 
 
 # The commands that write nothing: what they made needs no collecting when the process ends.

@@ -15,11 +15,21 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from worker.errors import ConfigError, ExitCode
 
+if TYPE_CHECKING:
+    from worker.runtime import Outcome
+
 log = logging.getLogger("samocode")
+# How a run ends that is what it is for, or what it expects: on stdout; every other ending on stderr.
+_ON_STDOUT = (ExitCode.DONE, ExitCode.WAITING, ExitCode.LIMIT)
+
+
+def last_line(outcome: Outcome) -> tuple[str, bool]:
+    """What `samocode run` prints of how it ended, and whether that goes to stdout (else stderr)."""
+    return f"samocode: {outcome.code.name.lower()}: {outcome.message}", outcome.code in _ON_STDOUT
 
 
 def _prepare(args: argparse.Namespace):
@@ -162,8 +172,8 @@ def run(args: argparse.Namespace) -> int:
     # down, so that a late signal would replace the outcome's exit code with a death by signal.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
-    stream = sys.stdout if outcome.code in (ExitCode.DONE, ExitCode.WAITING, ExitCode.LIMIT) else sys.stderr
-    _say(f"samocode: {outcome.code.name.lower()}: {outcome.message}", stream)
+    line, on_stdout = last_line(outcome)
+    _say(line, sys.stdout if on_stdout else sys.stderr)
     return int(outcome.code)
 
 
