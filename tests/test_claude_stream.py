@@ -528,7 +528,7 @@ def test_worker_on_2_1_332_records_cost_and_waits_out_a_usage_limit(project, mon
     assert decision["cli"] == "claude 2.1.332" and "stream_problem" not in decision
     assert decision["limits"]["five_hour"]["utilization"] == 0.96
     assert decision["limits"]["seven_day"]["utilization"] == 0.42
-    shown = project.run("status", "--config", str(project.config), "--session", "new")
+    shown = project.cli("status", "--config", str(project.config), "--session", "new")
     assert re.search(r"^Spend: \$0\.01 ", shown.stdout, re.MULTILINE), shown.stdout
     assert re.search(
         r"^Limits: five_hour 96% until \d\d:\d\d · seven_day 42% until ", shown.stdout, re.MULTILINE
@@ -544,11 +544,11 @@ def test_a_stream_without_its_result_is_flagged_on_the_console_in_history_and_in
     assert f"stream: {problem}" in done.stdout
     (decision,) = decisions(project.session_dir("blind"))
     assert decision["stream_problem"] == problem and decision["failure"] == "no_result"
-    shown = project.run("status", "--config", str(project.config), "--session", "blind")
+    shown = project.cli("status", "--config", str(project.config), "--session", "blind")
     assert f"Stream: {problem}" in shown.stdout
     assert (
         json.loads(
-            project.run("status", "--config", str(project.config), "--session", "blind", "--json").stdout
+            project.cli("status", "--config", str(project.config), "--session", "blind", "--json").stdout
         )["stream_problem"]
         == problem
     )

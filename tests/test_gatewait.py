@@ -265,10 +265,10 @@ def test_a_parent_approve_during_the_wait_ends_it(project, bot):
     project.scenario(by_phase={**TO_PLAN_WAIT, **TO_DONE})
     with worker(project, "parent", env_of(bot.url)) as proc:
         until(lambda: buttons(bot, "Approve plan"), "the plan's buttons")
-        status = project.run("status", "--config", str(project.config), "--session", "parent")
+        status = project.cli("status", "--config", str(project.config), "--session", "parent")
         assert "waiting for plan_approval (worker waits for a reply until " in status.stdout, status.stdout
         started = time.monotonic()
-        approved = project.run("approve", "--config", str(project.config), "--session", "parent")
+        approved = project.cli("approve", "--config", str(project.config), "--session", "parent")
         assert approved.returncode == 0 and "plan approved" in approved.stdout, approved.stderr
         assert time.monotonic() - started < 5
         out, err = proc.communicate(timeout=60)
@@ -293,7 +293,7 @@ def test_with_the_bot_api_down_a_parent_command_or_the_timeout_still_ends_the_wa
     with worker(project, "down", env_of(down)) as proc:
         paths = SessionPaths(until(lambda: next(project.sessions.glob("*-down"), None), "the session"))
         until(lambda: (paths.dir / ".samocode.gatewait.json").exists(), "the wait")
-        approved = project.run("approve", "--config", str(project.config), "--session", "down")
+        approved = project.cli("approve", "--config", str(project.config), "--session", "down")
         assert approved.returncode == 0, approved.stderr
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, (out, err)
@@ -371,16 +371,16 @@ def test_start_returns_while_the_worker_waits_and_stop_ends_the_wait(project, bo
         assert started.returncode == 0 and "started worker pid" in started.stdout, started
 
         def report() -> dict:
-            shown = project.run("status", "--config", str(project.config), "--session", "bg", "--json")
+            shown = project.cli("status", "--config", str(project.config), "--session", "bg", "--json")
             return json.loads(shown.stdout)
 
         data = until(lambda: (r := report()).get("gate_wait") and r, "the wait, in status")
         assert data["gate_wait"].startswith("waiting for plan_approval (worker waits for a reply until ")
         assert data["worker_pid"] and data["waiting_for"] == "plan_approval"
-        watched = project.run("watch", "--config", str(project.config), "--session", "bg", "--timeout", "0.1")
+        watched = project.cli("watch", "--config", str(project.config), "--session", "bg", "--timeout", "0.1")
         assert "· waiting for plan_approval (worker waits for a reply until " in watched.stdout
     finally:
-        stopped = project.run("stop", "--config", str(project.config), "--session", "bg")
+        stopped = project.cli("stop", "--config", str(project.config), "--session", "bg")
     assert stopped.returncode == 0 and "(exit 130)" in stopped.stdout, stopped
     record = json.loads((project.session_dir("bg") / "_worker.json").read_text())
     assert record["code"] == 130 and "waiting at the gate" in record["message"]
@@ -443,7 +443,7 @@ def test_a_dripping_bot_api_holds_up_neither_a_parent_command_nor_sigterm(projec
         bot.drip = 0.2  # from now on every answer comes one byte at a time, for ever
         before = len(bot.calls("sendMessage"))
         started = time.monotonic()
-        approved = project.run("approve", "--config", str(project.config), "--session", "drip")
+        approved = project.cli("approve", "--config", str(project.config), "--session", "drip")
         assert approved.returncode == 0, approved.stderr
         assert time.monotonic() - started < 5
         # implementation blocks: the wait's message to the phone now drips; SIGTERM in the middle of it

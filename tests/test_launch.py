@@ -77,9 +77,10 @@ def started(project):
 
 
 def run(project, command: str, session: str, *extra: str, timeout: float = 60):
-    return project.run(
-        command, "--config", str(project.config), "--session", session, *extra, timeout=timeout
-    )
+    """`start` in a process of its own (it detaches a worker); the parent's commands (stop, status,
+    watch) in this process (conftest's `cli`), as the command line runs them."""
+    args = (command, "--config", str(project.config), "--session", session, *extra)
+    return project.run(*args, timeout=timeout) if command == "start" else project.cli(*args, timeout=timeout)
 
 
 def start(project, session: str, *extra: str, pids: list[int] | None = None):
@@ -264,7 +265,7 @@ def test_start_that_ends_at_once_exits_with_the_workers_code_and_line(
 )
 def test_start_reports_config_errors_before_detaching(project, started, args, env, needle):
     argv = [a.format(root=project.root, config=project.config) for a in args]
-    result = project.run("start", *argv, env=env)
+    result = project.cli("start", *argv, env=env)  # it stops before it would detach: in this process
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.startswith("samocode: ") and needle in result.stderr and result.stdout == ""
     assert "Traceback" not in result.stderr

@@ -43,7 +43,7 @@ def test_a_second_worker_exits_6_naming_the_holder_and_a_dead_holders_lock_is_ta
         assert re.fullmatch(
             rf"samocode: session locked by pid {first.pid} since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d", line
         ), line
-        refused = project.run("approve", "--config", str(project.config), "--session", "lease")
+        refused = project.cli("approve", "--config", str(project.config), "--session", "lease")
         assert refused.returncode == 6 and f"pid {first.pid}" in refused.stderr
     finally:
         first.kill()  # kill -9: no cleanup of any kind
@@ -92,7 +92,7 @@ def test_the_session_budget_blocks_with_needs_budget_before_the_next_iteration(p
     assert ov.get("blocked") == "yes" and ov.get("total iterations") == "3"
     assert ov.get("total cost") == "$0.04 (investigation $0.04)"
     assert "SAMOCODE_MAX_COST_USD" in ov.get("last action")
-    shown = project.run("status", "--config", str(project.config), "--session", "budget")
+    shown = project.cli("status", "--config", str(project.config), "--session", "budget")
     assert "Spend: $0.04 (3000 in / 300 out)" in shown.stdout, shown.stdout
     # Blocked stays blocked: the next start spends nothing.
     again = project.worker("budget", env={"SAMOCODE_MAX_COST_USD": "0.03"})

@@ -150,7 +150,7 @@ def test_a_worktree_removed_between_runs_is_recreated_on_the_next_start(project,
     assert loop.run("s15").code is ExitCode.BLOCKED
     tree = project.worktrees / loop.session("s15").name
     shutil.rmtree(tree)  # git still lists it, as prunable
-    unblocked = project.run("unblock", "--config", str(project.config), "--session", "s15", "--note", "go")
+    unblocked = project.cli("unblock", "--config", str(project.config), "--session", "s15", "--note", "go")
     assert unblocked.returncode == 0, unblocked.stderr
     assert loop.run("s15").code is ExitCode.BLOCKED
     assert tree.is_dir() and [c["cwd"] for c in loop.child.calls] == [str(tree)] * 2
@@ -162,7 +162,7 @@ def test_without_git_on_path_a_git_project_is_refused_not_worked_in_place(projec
     bin_dir = tmp_path / "nogit"
     bin_dir.mkdir()
     os.symlink(sys.executable, bin_dir / "python3")
-    unblocked = project.run("unblock", "--config", str(project.config), "--session", "s16", "--note", "go")
+    unblocked = project.cli("unblock", "--config", str(project.config), "--session", "s16", "--note", "go")
     assert unblocked.returncode == 0, unblocked.stderr
     shutil.rmtree(project.worktrees / project.session_dir("s16").name)
     calls = len(project.records())
