@@ -176,15 +176,18 @@ def test_a_short_timeout_is_honoured_within_grace_despite_a_half_line_and_a_chil
     project.scenario(by_phase={"investigation": hang})
     started = time.monotonic()
     result = project.worker(
-        "deadline", "--timeout", "1", env={"SAMOCODE_MAX_RETRIES": "0", "SAMOCODE_KILL_GRACE": "0.5"}
+        "deadline", "--timeout", "0.8", env={"SAMOCODE_MAX_RETRIES": "0", "SAMOCODE_KILL_GRACE": "0.3"}
     )
     elapsed = time.monotonic() - started
     assert result.returncode == 5 and "(timeout)" in result.stderr, result.stderr
     attempt = history(project.session_dir("deadline"))[0]
     assert attempt["ending"] == "timeout" and attempt["failure"] == "timeout"
-    # From the spawn to the last descendant's end: 1 s, then TERM ignored, KILL after the 0.5 s grace.
-    assert 1 + 0.5 <= attempt["duration_s"] <= 1 + 0.5 + 0.75, attempt["duration_s"]
-    assert elapsed < 1 + 0.5 + 4, elapsed  # plus the worker's own start-up
+    # From the spawn to the last descendant's end: 0.8 s, then TERM ignored, KILL after the 0.3 s grace.
+    assert 0.8 + 0.3 <= attempt["duration_s"] <= 0.8 + 0.3 + 0.75, attempt["duration_s"]
+    assert elapsed < 0.8 + 0.3 + 4, elapsed  # plus the worker's own start-up
+    # The half line came (after TERM was ignored and the sleepers started) before the deadline.
+    (log,) = (project.session_dir("deadline") / "_logs").glob("*.jsonl")
+    assert log.read_bytes().endswith(b'"text":"partial')
     assert sleepers(project.root) == [] and fakes(project.root) == []
 
 
