@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from conftest import MAIN
-from worker_helpers import fakes, history, overview, processes_with, sleepers, text, wait_for
+from worker_helpers import fakes, history, ignores, overview, processes_with, sleepers, text, wait_for
 
 from worker import launch
 from worker.errors import NotStarted
@@ -353,17 +353,6 @@ def test_a_worker_that_exits_at_once_gives_its_code_and_last_line(tmp_path):
 # -- stop ------------------------------------------------------------------------------------------
 
 
-def _ignores(pid: int, signum: int) -> bool:
-    """Whether the process ignores the signal now (its SigIgn mask)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("SigIgn:"):
-                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
-    except OSError:
-        pass
-    return False
-
-
 def test_stop_mid_iteration_interrupts_like_ctrl_c_and_the_next_start_resumes_to_done(project, started):
     folder = make(project, "s", {"Phase": "quality"})
     project.scenario(sequence=[{"sleep": 60, "spawn": "holder"}], by_phase=TO_DONE)
@@ -409,7 +398,7 @@ def test_stop_gives_up_after_its_timeout_with_6_and_a_second_stop_finishes(proje
     pid = int(STARTED.fullmatch(first.stdout)["pid"])
     started.append(pid)
     wait_for(
-        lambda: [p for p in fakes(project.root) if _ignores(p, signal.SIGTERM)], 15
+        lambda: [p for p in fakes(project.root) if ignores(p, signal.SIGTERM)], 15
     )  # its TERM handler is in
     quick = run(project, "stop", "s", "--timeout", "0.3")
     assert quick.returncode == 6, quick.stdout + quick.stderr

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from inproc import InProc
-from worker_helpers import wait_for
+from worker_helpers import ignores, wait_for
 
 from worker import process
 from worker.errors import ExitCode
@@ -277,16 +277,6 @@ def test_ctrl_c_while_the_child_rewrites_the_overview_loses_nothing(project):
     assert "## Task" in text and "the child" not in text.split("## Status")[0]
 
 
-def _ignores(pid: int, signum: int) -> bool:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("SigIgn:"):
-                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
-    except OSError:
-        pass
-    return False
-
-
 def test_a_stop_signal_after_the_run_has_ended_does_not_replace_its_exit_code(project):
     project.scenario(by_phase={"investigation": {"signal": {"status": "blocked", "reason": "stop here"}}})
     assert project.worker("s23").returncode == 4  # from now on every start ends at once, blocked
@@ -296,7 +286,7 @@ def test_a_stop_signal_after_the_run_has_ended_does_not_replace_its_exit_code(pr
             break
         proc = project.start("--config", str(project.config), "--session", "s23")
         try:
-            while proc.poll() is None and not _ignores(proc.pid, signal.SIGHUP):
+            while proc.poll() is None and not ignores(proc.pid, signal.SIGHUP):
                 time.sleep(0.0005)
             if proc.poll() is None:  # the run is over and recorded: the worker is on its way out
                 caught += 1

@@ -90,3 +90,14 @@ def wait_for(check: Callable[[], object], timeout: float = 15.0, step: float = 0
             return value
         time.sleep(step)
     raise AssertionError(f"timed out after {timeout}s waiting for {check}")
+
+
+def ignores(pid: int, signum: int) -> bool:
+    """Whether the process ignores the signal now (its SigIgn mask); False when it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("SigIgn:"):
+                return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except OSError:
+        pass
+    return False
