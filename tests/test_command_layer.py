@@ -241,3 +241,32 @@ def test_the_in_process_runner_puts_the_process_back_and_never_runs_the_worker(p
         project.cli("--config", str(project.config), "--session", "fine")
     assert not project.sessions.exists() or not any(project.sessions.iterdir())  # no session made
     assert (dict(os.environ), os.getcwd()) == before[:2]
+
+
+# -- the 1 KB report -----------------------------------------------------------------------------------
+
+
+# How deep the sessions folder is -> which paths stay whole: (session_dir, qa, plan).
+DEPTHS = {0: (True, True, True), 1: (False, True, True), 2: (False, False, True), 3: (False, False, False)}
+
+
+@pytest.mark.parametrize(("depth", "expected"), DEPTHS.items(), ids=[f"depth{d}" for d in DEPTHS])
+def test_a_report_too_long_for_1kb_clips_its_paths_the_plan_last(depth, expected):
+    """However deep the sessions folder, the JSON stays within the budget; the session folder is cut
+    first, then the Q&A path, and the plan's (which the parent shows the user at the plan gate) last."""
+    from worker.status import MAX_BYTES, Report, render_json
+
+    folder = "/" + "/".join(["a-rather-long-folder-name"] * (2 + depth * 2)) + "/sessions/26-11-29-big"
+    huge = "é" * 4000
+    report = Report(
+        "big", folder, "planning", 3, 3, "waiting_human", "plan_approval", huge, huge, None,
+        None, None, None, {"provider": "claude", "timeout_s": 1800.0}, ("[001 @ x] " + huge,) * 3,
+        ("84f4d2c init",), f"{folder}/26-11-29-10:00-plan-{'z' * 30}.md", f"{folder}/_qa.md",
+    )  # fmt: skip
+    out = render_json(report)
+    data = json.loads(out)
+    assert len(out.encode("utf-8")) <= MAX_BYTES
+    whole = (data["session_dir"] == folder, data["qa"] == report.qa, data["plan"] == report.plan)
+    assert whole == expected
+    cut = [key for key, kept in zip(("session_dir", "qa", "plan"), whole, strict=True) if not kept]
+    assert all(data[key].endswith("...") for key in cut), cut

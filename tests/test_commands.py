@@ -263,7 +263,11 @@ def test_status_stays_under_1kb_and_fast_with_huge_fields_and_a_10000_line_flow_
     assert "[10000 @" in result.stdout
     data = json.loads(result.stdout)
     assert data["flow"][-1].startswith("[10000 @") and data["last_action"].startswith("éé")
-    assert data["plan"].endswith(".md") and data["qa"] == str(folder / "_qa.md")
+    # Whole, or cut at the end when the temporary folder is deep (the order of the cuts:
+    # test_command_layer::test_a_report_too_long_for_1kb_clips_its_paths_the_plan_last).
+    plan, qa = str(folder / f"01-01-00:02-plan-{'z' * 60}.md"), str(folder / "_qa.md")
+    for shown, real in ((data["plan"], plan), (data["qa"], qa)):
+        assert shown == real or (shown.endswith("...") and real.startswith(shown[:-3])), (shown, real)
 
 
 def test_a_running_worker_shows_in_status_locks_out_write_commands_and_ends_watch(project):

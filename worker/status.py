@@ -157,14 +157,20 @@ def _fit(report: Report, render, budget: int) -> str:
         out = render(_clipped(report, width))
         if len(out.encode("utf-8")) <= budget:
             return out
-    # Only absurdly long paths get here: shorten them too.
+    # Only absurdly long paths get here: shorten them too, the plan's last (the parent shows the user
+    # that path at the plan gate).
     tight = replace(
-        _clipped(report, 24),
-        session=_clip(report.session, 40),
-        session_dir=_clip(report.session_dir, 80),
-        plan=_clip(report.plan, 80) if report.plan else None,
-        qa=_clip(report.qa, 80) if report.qa else None,
+        _clipped(report, 24), session=_clip(report.session, 40), session_dir=_clip(report.session_dir, 80)
     )
+    shorter = (
+        lambda r: replace(r, qa=_clip(r.qa, 80) if r.qa else None),
+        lambda r: replace(r, plan=_clip(r.plan, 80) if r.plan else None),
+    )
+    for shorten in shorter:
+        out = render(tight)
+        if len(out.encode("utf-8")) <= budget:
+            return out
+        tight = shorten(tight)
     return render(tight)
 
 
