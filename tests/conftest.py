@@ -270,3 +270,23 @@ def project(tmp_path: Path, python_bin: Path, repo_template: Path) -> Project:
     p = Project(tmp_path, main_repo, tmp_path / "wt", tmp_path / "sessions", config, env, scenario, record)
     p.scenario()
     return p
+
+
+# -- the summary line of the real-CLI matrix (tests/e2e/conftest.py marks each test with its set) --------
+
+_MATRIX: dict[str, str] = {}  # version set name -> its versions, or why it was skipped
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    for key, value in report.user_properties:
+        if key == "real_cli_matrix":
+            name, what = value
+            _MATRIX[name] = what
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if _MATRIX:
+        lines = [
+            f"{name}: {what}" for name, what in sorted(_MATRIX.items(), key=lambda kv: kv[0] != "pinned")
+        ]
+        terminalreporter.write_line("real-CLI matrix: " + "; ".join(lines))

@@ -1,7 +1,7 @@
 """Fixtures for the real-CLI tests: the installed CLIs of each version set and a scripted model server.
 
 Every test that uses `claude_bin` or `codex_bin` runs once per version set (pinned, then newest);
-the session-scoped `cli_set` fixture makes pytest run all tests of one set before the next.
+the session-scoped `cli_set` fixture makes each test process run all tests of one set before the next.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from . import realcli
 from .model_server import ModelServer
 
-_RAN: dict[str, str] = {}  # set name -> what happened, for the summary line
+MATRIX = "real_cli_matrix"  # the test reports' property that names a test's version set
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -28,10 +28,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def cli_set(request: pytest.FixtureRequest) -> realcli.VersionSet:
     chosen = request.param
     if isinstance(chosen, realcli.Skipped):
-        _RAN[chosen.name] = f"skipped: {chosen.reason}"
         pytest.skip(f"{chosen.name} CLIs skipped: {chosen.reason}")
     realcli.ensure_installed(chosen)
-    _RAN[chosen.name] = f"claude {chosen.claude}, codex {chosen.codex}"
     return chosen
 
 
@@ -52,7 +50,15 @@ def model_server() -> Iterator[ModelServer]:
         yield server
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if _RAN:
-        lines = [f"{name}: {what}" for name, what in sorted(_RAN.items(), key=lambda kv: kv[0] != "pinned")]
-        terminalreporter.write_line("real-CLI matrix: " + "; ".join(lines))
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each real-CLI test carries its version set for the summary line, which tests/conftest.py
+    prints from the test reports: under pytest-xdist only those reach the process that prints."""
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        chosen = callspec.params.get("cli_set") if callspec is not None else None
+        if isinstance(chosen, realcli.VersionSet):
+            item.user_properties.append(
+                (MATRIX, (chosen.name, f"claude {chosen.claude}, codex {chosen.codex}"))
+            )
+        elif isinstance(chosen, realcli.Skipped):
+            item.user_properties.append((MATRIX, (chosen.name, f"skipped: {chosen.reason}")))
