@@ -272,6 +272,17 @@ def project(tmp_path: Path, python_bin: Path, repo_template: Path) -> Project:
     return p
 
 
+# -- how many test processes -------------------------------------------------------------------------
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: one process more than the cores this process may use. Most tests spend their time
+    waiting on a child process, a real CLI or a timeout; measured on 2 cores, the whole suite took
+    241 s with 2 processes, 212 s with 3 and 212 s with 4."""
+    return len(os.sched_getaffinity(0)) + 1
+
+
 # -- the summary line of the real-CLI matrix (tests/e2e/conftest.py marks each test with its set) --------
 
 _MATRIX: dict[str, str] = {}  # version set name -> its versions, or why it was skipped
