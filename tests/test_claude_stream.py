@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from inproc import FakeClock, InProc
-from worker_helpers import decisions, history
+from worker_helpers import CLOCK, decisions, history
 
 from worker import process
 from worker.process import Ending, RunResult
@@ -531,7 +531,7 @@ def test_worker_on_2_1_332_records_cost_and_waits_out_a_usage_limit(project, mon
     shown = project.cli("status", "--config", str(project.config), "--session", "new")
     assert re.search(r"^Spend: \$0\.01 ", shown.stdout, re.MULTILINE), shown.stdout
     assert re.search(
-        r"^Limits: five_hour 96% until \d\d:\d\d · seven_day 42% until ", shown.stdout, re.MULTILINE
+        rf"^Limits: five_hour 96% until {CLOCK} · seven_day 42% until ", shown.stdout, re.MULTILINE
     )
     assert "Stream:" not in shown.stdout
 

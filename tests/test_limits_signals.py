@@ -12,7 +12,7 @@ import signal
 from pathlib import Path
 
 import pytest
-from worker_helpers import decisions, find_session, history, overview, wait_for
+from worker_helpers import CLOCK, decisions, find_session, history, overview, wait_for
 
 from worker import limits, signalcopy
 from worker.config import Settings
@@ -164,7 +164,7 @@ def test_the_fullest_window_that_resets_last_is_the_one_paused_for():
     assert limits.pause_for(windows, 98, now) is None
     assert limits.pause_for(windows, 0, now) is None  # off
     text = limits.Pause("five_hour", 0.96, now + 600).text(now)
-    assert re.fullmatch(r"paused at 96% of the 5-hour window until \d\d:\d\d", text), text
+    assert re.fullmatch(rf"paused at 96% of the 5-hour window until {CLOCK}", text), text
 
 
 def test_status_says_paused_while_the_worker_waits(project):
@@ -175,7 +175,7 @@ def test_status_says_paused_while_the_worker_waits(project):
         session = wait_for(lambda: find_session(project.sessions, "paused"))
         wait_for(lambda: any(h.get("event") == "usage_wait" for h in history(session)))
         shown = project.cli("status", "--config", str(project.config), "--session", "paused")
-        assert re.search(r"paused at 97% of the 5-hour window until \d\d:\d\d", shown.stdout), shown.stdout
+        assert re.search(rf"paused at 97% of the 5-hour window until {CLOCK}", shown.stdout), shown.stdout
     finally:
         worker.send_signal(signal.SIGINT)
         worker.wait(timeout=30)

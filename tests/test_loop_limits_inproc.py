@@ -8,6 +8,7 @@ import re
 
 import pytest
 from inproc import BLOCK, FAR, LIMIT, STAY, InProc, providers
+from worker_helpers import CLOCK
 
 from worker.errors import ExitCode
 from worker.session import SessionPaths
@@ -30,7 +31,7 @@ def test_a_usage_limit_is_waited_out_on_the_clock_shown_in_status_then_resumed(l
     loop.clock.on_sleep = lambda _s: shown.append(render_text(build(folder, rails_of(None))))
     assert loop.run("usage").code is ExitCode.BLOCKED
     assert sum(loop.clock.slept) == pytest.approx(301, abs=1)  # until the reset, plus its margin
-    assert re.search(r"Next: waiting for usage reset until \d\d:\d\d", shown[0]), shown[0]
+    assert re.search(rf"Next: waiting for usage reset until {CLOCK}", shown[0]), shown[0]
     assert "Waiting for: usage_limit" in shown[0]
     events = [r.get("event") or r.get("decision") for r in loop.history("usage")]
     assert events == ["attempt_failed", "usage_wait", "usage_resumed", "blocked"]
@@ -38,7 +39,7 @@ def test_a_usage_limit_is_waited_out_on_the_clock_shown_in_status_then_resumed(l
     assert wait["source"] == "reported reset" and 299 <= wait["seconds"] <= 302
     ov = loop.overview("usage")
     assert ov.get("waiting for") == "-" and ov.get("blocked") == "yes"
-    assert re.search(r"Usage limit hit; waiting until \d\d:\d\d", ov.text)
+    assert re.search(rf"Usage limit hit; waiting until {CLOCK}", ov.text)
     assert len(loop.child.calls) == 2
 
 
@@ -92,7 +93,7 @@ def test_a_window_above_the_threshold_is_waited_out_before_the_next_iteration(lo
     assert events == ["continue", "usage_wait", "usage_resumed", "blocked"], events
     wait = loop.history("pause")[1]
     assert wait["source"] == "pause" and wait["pause"] == {"window": "five_hour", "utilization": 0.96}
-    assert re.search(r"Paused at 96% of the 5-hour window until \d\d:\d\d", loop.overview("pause").text)
+    assert re.search(rf"Paused at 96% of the 5-hour window until {CLOCK}", loop.overview("pause").text)
     assert any(re.search(r"paused at 96% of the 5-hour window", t) for t in loop.notes.sent)
 
 
@@ -124,7 +125,7 @@ def test_status_says_paused_while_the_worker_waits(loop):
     shown = []
     loop.clock.on_sleep = lambda _s: shown.append(_status(loop, "paused"))
     assert loop.run("paused").code is ExitCode.BLOCKED
-    assert re.search(r"paused at 97% of the 5-hour window until \d\d:\d\d", shown[0]), shown[0]
+    assert re.search(rf"paused at 97% of the 5-hour window until {CLOCK}", shown[0]), shown[0]
 
 
 # -- the fallback provider -------------------------------------------------------------------------
@@ -186,5 +187,5 @@ def test_status_shows_the_fallback_provider_while_the_session_runs_on_it(loop):
     on_fallback = {**STAY, "then": lambda _ctx: shown.append(_status(loop, "onfb"))}
     loop.scenario(sequence=[FAR, on_fallback, BLOCK])
     assert loop.run("onfb", fallback_provider="codex").code is ExitCode.BLOCKED
-    line = r"^Provider: codex \(fallback for claude until \d\d:\d\d\)$"
+    line = rf"^Provider: codex \(fallback for claude until {CLOCK}\)$"
     assert re.search(line, shown[0], re.MULTILINE), shown[0]

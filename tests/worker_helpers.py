@@ -101,3 +101,8 @@ def ignores(pid: int, signum: int) -> bool:
     except OSError:
         pass
     return False
+
+
+# A clock time as the worker shows it (worker/limits.py `clock`): HH:MM when it is today, MM-DD HH:MM
+# when it is not, as a reset an hour away is from 23:00 on.
+CLOCK = r"(?:\d\d-\d\d )?\d\d:\d\d"

@@ -142,7 +142,7 @@ def switched(what: Fallback, back: bool, now: float, reason: str = "") -> tuple[
 class UsageWait:
     until: float  # epoch seconds
     seconds: float
-    clock: str  # HH:MM, local time
+    clock: str  # HH:MM local time, with the date when it is not today (a weekly reset, past midnight)
     source: str  # where the time comes from, for the log and the Flow Log
     beyond: bool  # past SAMOCODE_MAX_WAIT (counting what this iteration already waited)
 
@@ -160,8 +160,7 @@ def plan_usage_wait(
     else:
         until, source = now + settings.usage_wait, "no reset time given: SAMOCODE_USAGE_WAIT"
     seconds = max(0.0, until - now)
-    clock = dt.datetime.fromtimestamp(until).strftime("%H:%M")
-    return UsageWait(until, seconds, clock, source, waited + seconds > settings.max_wait)
+    return UsageWait(until, seconds, clock(until, now), source, waited + seconds > settings.max_wait)
 
 
 def retry_delay(failure: Failure | None, failures: int, settings: Settings) -> float:
