@@ -7,6 +7,7 @@ import frontmatter
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from worker_helpers import put_into
 
 from worker.phases import Phase
 from worker.prompt import agent_path, load_agent, plain_frontmatter
@@ -39,10 +40,7 @@ _ODD = st.sampled_from(
 
 
 def _put(line: str, odd: str, where: str | int) -> str:
-    at = {"start": 0, "value": line.find(": ") + 2, "end": len(line)}.get(
-        str(where), hash(where) % (len(line) + 1)
-    )
-    return line[:at] + odd + line[at:]
+    return put_into(line, odd, where, ": ")
 
 
 _NEAR_PLAIN = st.builds(

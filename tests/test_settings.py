@@ -11,6 +11,7 @@ from conftest import cli
 from dotenv import dotenv_values
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from worker_helpers import put_into
 
 from worker import envfile
 from worker.config import ENVIRONMENT, load_settings, sources, user_env_path
@@ -132,10 +133,7 @@ _ODD = st.sampled_from([*"'\" #$\\\r\t\x0b\u00e9\ufeff=", "export ", " #", "\r\n
 
 
 def _put(line: str, odd: str, where: str | int) -> str:
-    at = {"start": 0, "value": line.find("=") + 1, "end": len(line)}.get(
-        str(where), hash(where) % (len(line) + 1)
-    )
-    return line[:at] + odd + line[at:]
+    return put_into(line, odd, where, "=")
 
 
 # Put where a value or a line starts or ends, or anywhere.

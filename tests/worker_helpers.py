@@ -106,3 +106,12 @@ def ignores(pid: int, signum: int) -> bool:
 # A clock time as the worker shows it (worker/limits.py `clock`): HH:MM when it is today, MM-DD HH:MM
 # when it is not, as a reset an hour away is from 23:00 on.
 CLOCK = r"(?:\d\d-\d\d )?\d\d:\d\d"
+
+
+def put_into(line: str, piece: str, where: str | int, sep: str) -> str:
+    """`line` with `piece` put at its start, where its value starts (after `sep`), its end, or at an
+    offset drawn from `where` (property tests of the plain readers: envfile, plain_frontmatter)."""
+    at = {"start": 0, "value": line.find(sep) + len(sep), "end": len(line)}.get(
+        str(where), hash(where) % (len(line) + 1)
+    )
+    return line[:at] + piece + line[at:]
