@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from worker.cliargs import SUBCOMMANDS
+
 REPO = Path(__file__).resolve().parent.parent
 FAKES = REPO / "tests" / "fakes"
 MAIN = REPO / "main.py"
@@ -87,18 +89,7 @@ class Project:
 
 
 # The commands `Project.cli` runs in this process: the parent's, never the worker's `run` or `start`.
-PARENT_COMMANDS = (
-    "status",
-    "watch",
-    "approve",
-    "answer",
-    "unblock",
-    "resume",
-    "sessions",
-    "config",
-    "doctor",
-    "stop",
-)
+PARENT_COMMANDS = tuple(c for c in SUBCOMMANDS if c not in ("run", "start"))
 
 
 @contextlib.contextmanager
