@@ -43,8 +43,8 @@ class Doc:
 
 def load(path: Path, known: Doc | None = None) -> Doc:
     """The overview, read with `overview.read_bytes` (which refuses what it refuses). With `known`
-    (this worker's last look at it), a file whose status is still `known`'s is not read again, as
-    `Workspace.restore_if_broken` does; and when its bytes are `known`'s, the head is not parsed again."""
+    (this worker's last look at it), a file whose status is still `known`'s is not read again; and when
+    its bytes are `known`'s, the head is not parsed again."""
     if known is not None:
         with contextlib.suppress(OSError):  # unreadable: the read below says why
             if overview.same_file(os.stat(path, follow_symlinks=False), known.stat):
