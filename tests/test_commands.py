@@ -3,7 +3,7 @@
 Sessions are made by the worker (in-process, tests/inproc.py, or a real run with the fake Claude CLI)
 or written with `overview.render_new`. The commands run in this process through `worker.cli.main`
 (`Project.cli`); each command runs as a real process in the exit-9 test (exit code, stdout against
-stderr, no traceback), and `watch` also beside a real worker it outlives.
+stderr, no traceback), and `watch`'s loop also in a thread beside a real worker it outlives.
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import json
 import os
 import re
 import signal
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -145,18 +143,6 @@ def wait_for(predicate, limit: float = 15.0) -> None:
     raise AssertionError("condition not met in time")
 
 
-def start_watch(project, session: str, timeout: str) -> subprocess.Popen[str]:
-    args = ["watch", "--config", str(project.config), "--session", session, "--timeout", timeout]
-    return subprocess.Popen(
-        [sys.executable, "main.py", *args],
-        cwd=Path(__file__).resolve().parents[1],
-        env=project.env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 # -- status ------------------------------------------------------------------------------------
 
 
@@ -270,9 +256,25 @@ def test_status_stays_under_1kb_and_fast_with_huge_fields_and_a_10000_line_flow_
         assert shown == real or (shown.endswith("...") and real.startswith(shown[:-3])), (shown, real)
 
 
-def test_a_running_worker_shows_in_status_locks_out_write_commands_and_ends_watch(project):
+def test_a_running_worker_shows_in_status_locks_out_write_commands_and_ends_watch(project, monkeypatch):
+    """A real worker; the watch runs in a thread through its sleep seam, so the test knows when the
+    watch has looked at the running worker (a watch process may still be importing when a fast test
+    stops the worker, and then rightly finds none running)."""
     project.scenario(by_phase={"investigation": {"sleep": 60, "signal": {"status": "continue"}}})
-    watcher = start_watch(project, "busy", "40")  # before the worker: it waits for the session
+    monkeypatch.setenv("SAMOCODE_TEST_WATCH_POLL", "0.1")
+    looks: list[float] = []
+    ended: list[watch.WatchResult] = []
+
+    def counted(seconds: float) -> None:
+        looks.append(seconds)
+        time.sleep(seconds)
+
+    def watching() -> None:  # started before the worker: it waits for the session
+        ended.append(watch.watch(watch.await_session(project.sessions, "busy", 30), 40, sleep=counted))
+
+    project.sessions.mkdir(exist_ok=True)  # as `watch` loading .samocode makes it
+    watcher = threading.Thread(target=watching, daemon=True)
+    watcher.start()
     worker = project.start("--config", str(project.config), "--session", "busy", "--task", "t")
     try:
         wait_for(lambda: project.sessions.is_dir() and any(project.sessions.iterdir()))
@@ -291,20 +293,19 @@ def test_a_running_worker_shows_in_status_locks_out_write_commands_and_ends_watc
                 result.stderr,
             )
         assert snapshot(folder) == before
-        assert watcher.poll() is None  # nothing changed in the Status section yet
+        seen = len(looks)
+        wait_for(lambda: len(looks) >= seen + 2)  # a whole look, started while the worker held the lease
+        assert watcher.is_alive() and not ended  # nothing changed in the Status section yet
         os.kill(worker.pid, signal.SIGTERM)
         stopped = time.monotonic()
         assert worker.wait(timeout=20) == 143
-        out, err = watcher.communicate(timeout=10)
+        watcher.join(timeout=10)
         assert time.monotonic() - stopped < 4
-        assert watcher.returncode == 0, err
-        assert out.startswith("Watch: worker exited after ")
-        assert "Worker: not running" in out
+        assert [r.reason for r in ended] == ["worker exited"]
     finally:
-        for proc in (worker, watcher):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait(timeout=10)
     assert "Worker: not running" in cmd(project, "status", "busy").stdout
 
 
