@@ -12,10 +12,15 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
 PREFIX = "samocode-"
+# An iteration's cgroup is empty only in the instant between its mkdir and the child's join, and
+# once its owner is about to remove it: one empty and older than this belongs to no live run.
+STALE_AFTER = 60.0
 
 
 @functools.cache  # the worker never moves itself: read once, not three times between two children
@@ -82,3 +87,27 @@ def remove(tag: str) -> None:
     if path is not None:
         with contextlib.suppress(OSError):
             os.rmdir(path)
+
+
+def remove_stale(wall: Callable[[], float] = time.time) -> list[str]:
+    """Remove the empty `samocode-*` cgroups beside the worker made over STALE_AFTER seconds ago, and
+    return their names. A worker killed mid-iteration leaves its iteration's cgroup, and only a
+    restart of that session would remove it; one that still holds a process stays (rmdir fails) for
+    that restart's sweep. `wall` is the real clock: the kernel stamps a cgroup with real time."""
+    parent = _own_cgroup()
+    if parent is None:
+        return []
+    try:
+        entries = [e for e in os.scandir(parent) if e.name.startswith(PREFIX)]
+    except OSError:
+        return []
+    removed = []
+    for entry in entries:
+        try:
+            if wall() - entry.stat(follow_symlinks=False).st_mtime < STALE_AFTER:
+                continue
+            os.rmdir(entry.path)
+        except OSError:
+            continue
+        removed.append(entry.name)
+    return removed

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from worker import changes, gate, gatewait, journal, limitrun, limits
+from worker import cgroup, changes, gate, gatewait, journal, limitrun, limits
 from worker.changes import worker_stop
 from worker.config import Project
 from worker.endings import RunState
@@ -40,6 +40,8 @@ def run_session(
         unlockable = Outcome(ExitCode.BLOCKED, f"cannot lock {paths.lease.name}: {exc.strerror}", paths.dir)
         rt.ended(unlockable, None)  # nobody holds the lease: no other run's record to keep
         return unlockable
+    if stale := cgroup.remove_stale():
+        rt.log(f"removed {len(stale)} empty cgroup(s) that killed runs left: {', '.join(stale)}")
     outcome: Outcome | None = None
     failure: BaseException | None = None
     try:

@@ -1,0 +1,68 @@
+"""Empty cgroups that killed runs left are removed at the next worker start, of any session.
+
+Real cgroups beside this process (root, or a delegated cgroup v2 subtree); skipped where none can be
+made. The kernel stamps a cgroup with real time, and `os.utime` ages one as a run killed long ago.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from inproc import STAY, InProc
+
+from worker import cgroup
+
+
+@pytest.fixture
+def made():
+    """Makes `samocode-<tag>` cgroups with this test's own tags; removes whatever is left after it."""
+    tags: list[str] = []
+
+    def make(age: float) -> Path:
+        tag = "test" + os.urandom(6).hex()
+        path = cgroup.make(tag)
+        if path is None:
+            pytest.skip("no writable cgroup here: the worker makes none either")
+        tags.append(tag)
+        stamp = time.time() - age
+        os.utime(path, (stamp, stamp))
+        return path
+
+    yield make
+    for tag in tags:
+        cgroup.remove(tag)
+
+
+def test_only_empty_cgroups_older_than_a_minute_are_removed(made):
+    old, fresh, busy = made(600), made(5), made(600)
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        (busy / "cgroup.procs").write_text(str(sleeper.pid))
+        os.utime(busy, (time.time() - 600,) * 2)  # the join may have stamped it anew
+        removed = cgroup.remove_stale()
+        assert old.name in removed and not old.exists()
+        assert fresh.exists() and fresh.name not in removed  # it may be between its mkdir and the join
+        assert busy.exists() and busy.name not in removed  # its processes wait for the restart's sweep
+        assert sleeper.poll() is None
+    finally:
+        sleeper.kill()
+        sleeper.wait(timeout=10)
+
+
+def test_the_line_between_stale_and_fresh_is_stale_after(made):
+    just_under, just_over = made(cgroup.STALE_AFTER - 10), made(cgroup.STALE_AFTER + 10)
+    removed = cgroup.remove_stale()
+    assert just_over.name in removed and just_under.exists()
+
+
+def test_a_worker_start_removes_an_empty_cgroup_another_sessions_killed_run_left(project, monkeypatch, made):
+    left = made(3600)
+    loop = InProc(project, monkeypatch)
+    loop.scenario(sequence=[STAY])
+    loop.run("fresh", task="t", max_iterations=1)
+    assert not left.exists()
+    assert [line for line in loop.log if line.startswith("removed ") and left.name in line]
