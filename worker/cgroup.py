@@ -63,7 +63,8 @@ def make(tag: str) -> Path | None:
 
 def join(tag: str, pid: int) -> None:
     """Move a just-started child into the iteration's cgroup (made here); its later children are born
-    there. The child is moved right after its exec, before any CLI can have started a tool."""
+    there. The child is moved right after its exec; the move can wait on the kernel (about 12 ms on a
+    cgroup v1 kernel), still far less than any CLI takes to start before it can run a tool."""
     path = make(tag)
     if path is not None:
         with contextlib.suppress(OSError):

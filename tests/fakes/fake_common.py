@@ -49,6 +49,19 @@ def record(entry, env_prefixes):
             f.write(json.dumps({**entry, "env": keep}) + "\n")
 
 
+def in_own_cgroup(limit: float = 5.0) -> None:
+    """Wait (bounded) until the worker has moved this child into its iteration's cgroup. A real CLI
+    starts for 100s of ms before it can run a tool; this fake would fork its daemon within a few ms
+    of its exec, while the worker's move can still be waiting on the kernel (about 12 ms on a cgroup
+    v1 kernel, longer under load)."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        with open("/proc/self/cgroup") as handle:
+            if "/samocode-" in handle.read():
+                return
+        time.sleep(0.005)
+
+
 def side_effects(action):
     """stderr text, stray descendants: what happens before the child's work."""
     if action.get("stderr"):
@@ -61,6 +74,7 @@ def side_effects(action):
     elif action.get("spawn") == "setsid":
         subprocess.Popen(["setsid", "sleep", "300"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     elif action.get("spawn") == "daemon":  # its own session and an empty environment: no tag left
+        in_own_cgroup()
         subprocess.Popen(
             ["setsid", "env", "-i", "sleep", "301"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
