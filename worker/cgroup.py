@@ -102,10 +102,11 @@ def remove_stale(wall: Callable[[], float] = time.time) -> list[str]:
         entries = [e for e in os.scandir(parent) if e.name.startswith(PREFIX)]
     except OSError:
         return []
+    made_before = wall() - STALE_AFTER
     removed = []
     for entry in entries:
         try:
-            if wall() - entry.stat(follow_symlinks=False).st_mtime < STALE_AFTER:
+            if entry.stat(follow_symlinks=False).st_mtime > made_before:
                 continue
             os.rmdir(entry.path)
         except OSError:
