@@ -44,7 +44,7 @@ def test_only_empty_cgroups_older_than_a_minute_are_removed(made):
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
         (busy / "cgroup.procs").write_text(str(sleeper.pid))
-        os.utime(busy, (time.time() - 600,) * 2)  # the join may have stamped it anew
+        os.utime(busy, (time.time() - 600,) * 2)  # old for sure after the join: only its process keeps it
         removed = cgroup.remove_stale()
         assert not old.exists()  # removed here, or by another test process's worker start
         assert fresh.exists() and fresh.name not in removed  # it may be between its mkdir and the join

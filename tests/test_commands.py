@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from inproc import InProc
+from worker_helpers import wait_for
 
 from worker import flowlog, journal, overview, watch
 from worker.session import Lease, SessionPaths, holder
@@ -132,15 +133,6 @@ def refused(result, *needles: str) -> None:
     assert "Traceback" not in result.stderr
     for needle in needles:
         assert needle in result.stderr, result.stderr
-
-
-def wait_for(predicate, limit: float = 15.0) -> None:
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 # -- status ------------------------------------------------------------------------------------
@@ -277,7 +269,7 @@ def test_a_running_worker_shows_in_status_locks_out_write_commands_and_ends_watc
     watcher.start()
     worker = project.start("--config", str(project.config), "--session", "busy", "--task", "t")
     try:
-        wait_for(lambda: project.sessions.is_dir() and any(project.sessions.iterdir()))
+        wait_for(lambda: any(project.sessions.iterdir()))
         folder = project.session_dir("busy")
         wait_for(lambda: holder(SessionPaths(folder)) == worker.pid)
         wait_for(lambda: bool(project.records()))  # the fake child is running

@@ -18,8 +18,10 @@ flow (event text), files {relative name: content} (session dir), code {relative 
 (working dir, committed when it is a git repo), answer_qa (bool), sleep (s), until (a path: run
 until that file exists, 60 s at most; the test makes it when it is done looking), stdout_mb (MB of
 assistant events), half_line (print a partial line then sleep), spawn ("holder": grandchild keeps
-stdout; "setsid": sleeper in its own session), exit (code), result (merged into the result event;
-null to print none), rate_limit (resetsAt seconds from now: a rejected rate_limit_event), limits
+stdout; "setsid": sleeper in its own session; "daemon": one with an empty environment too, forked once
+the worker has moved this child into its cgroup; "both": a holder and a setsid sleeper), exit (code),
+result (merged into the result event; null to print none), rate_limit (resetsAt seconds from now: a
+rejected rate_limit_event), limits
 ({window: utilization}: an allowed rate_limit_event reporting them; five_hour at 0.9 or more is the
 server's early warning, with its utilization in rate_limit_info; limits_reset: seconds), stderr,
 pause_after_signal (s to sleep after the signal is written, before the result), ignore_term (bool:

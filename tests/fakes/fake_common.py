@@ -54,12 +54,19 @@ def in_own_cgroup(limit: float = 5.0) -> None:
     starts for 100s of ms before it can run a tool; this fake would fork its daemon within a few ms
     of its exec, while the worker's move can still be waiting on the kernel (about 12 ms on a cgroup
     v1 kernel, longer under load)."""
-    end = time.monotonic() + limit
-    while time.monotonic() < end:
+
+    def moved():
         with open("/proc/self/cgroup") as handle:
-            if "/samocode-" in handle.read():
-                return
-        time.sleep(0.005)
+            return "/samocode-" in handle.read()
+
+    wait_until(moved, limit, 0.005)
+
+
+def wait_until(done, limit, step):
+    """Poll `done` every `step` seconds until it is true or `limit` seconds have passed."""
+    end = time.monotonic() + limit
+    while not done() and time.monotonic() < end:
+        time.sleep(step)
 
 
 def side_effects(action):
@@ -95,9 +102,7 @@ def stall(action, partial_line):
         os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
     time.sleep(float(action.get("sleep", 0)))
     if action.get("until"):
-        deadline = time.monotonic() + 60
-        while not os.path.exists(action["until"]) and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: os.path.exists(action["until"]), 60, 0.02)
 
 
 def perform(action, ctx):
